@@ -1,0 +1,32 @@
+"""Speculation policies, drafters, match-length traces and the tuner.
+
+Public surface: :class:`PolicyState`, :class:`Feedback`, :class:`Policy`, :data:`POLICIES`,
+:func:`make_policy`, :func:`policy_from_dict`, :func:`load_policy_file`.
+"""
+
+from policies._base import (
+    POLICIES,
+    AutoRegressive,
+    FixedK,
+    Policy,
+    load_policy_file,
+    make_policy,
+    policy_from_dict,
+    register_policy,
+    save_policy_file,
+)
+from policies._state import Feedback, PolicyState
+
+__all__ = [
+    "POLICIES",
+    "AutoRegressive",
+    "Feedback",
+    "FixedK",
+    "Policy",
+    "PolicyState",
+    "load_policy_file",
+    "make_policy",
+    "policy_from_dict",
+    "register_policy",
+    "save_policy_file",
+]

@@ -1,0 +1,132 @@
+"""Policy base class, the policy registry, and the two simplest families (ar, fixed)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from policies._state import Feedback, PolicyState
+from specroll.errors import SpecrollError
+from specroll.fileio import read_json, write_json
+from specroll.registry import Registry
+
+POLICIES: Registry[type[Policy]] = Registry("policy")
+
+
+def register_policy(name: str):
+    """Class decorator: register a Policy subclass under ``name`` (sets ``cls.name``)."""
+
+    def deco(cls: type[Policy]) -> type[Policy]:
+        cls.name = name
+        POLICIES.add(name, cls)
+        return cls
+
+    return deco
+
+
+class Policy:
+    """Decides a draft length per active request each iteration.
+
+    Subclasses declare their parameters as a nested dataclass ``Params`` (defaults = the source
+    paper's), implement :meth:`decide`, and if stateful :meth:`reset` / :meth:`observe`.
+    The same object runs unchanged in the simulator and the real backend.
+    """
+
+    name: ClassVar[str] = "base"
+    deployable: ClassVar[bool] = True
+    uses_confidence: ClassVar[bool] = False
+
+    @dataclasses.dataclass
+    class Params:
+        pass
+
+    def __init__(self, **params: Any) -> None:
+        fields = {f.name for f in dataclasses.fields(self.Params)}
+        unknown = sorted(set(params) - fields)
+        if unknown:
+            raise SpecrollError(
+                f"policy '{self.name}' has no parameter {', '.join(repr(u) for u in unknown)}",
+                field="params",
+                fix=f"use parameters among: {', '.join(sorted(fields)) or '(none)'}",
+            )
+        try:
+            self.params = self.Params(**params)
+        except (TypeError, ValueError) as exc:
+            raise SpecrollError(f"policy '{self.name}': {exc}", field="params") from None
+        self.validate()
+
+    def validate(self) -> None:
+        """Check parameter values; raise SpecrollError naming the parameter."""
+
+    def reset(self, n_engines: int) -> None:
+        """Forget per-step state; called at the start of every RL step."""
+
+    def decide(self, state: PolicyState) -> np.ndarray:
+        raise NotImplementedError
+
+    def observe(self, state: PolicyState, feedback: Feedback) -> None:
+        """Learn from the iteration just run (bandits, feedback controllers)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.name, "params": dataclasses.asdict(self.params)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self.params).items())
+        return f"{self.name}({args})"
+
+
+def make_policy(name: str, **params: Any) -> Policy:
+    """Build a registered policy by name with keyword parameters."""
+    return POLICIES.get(name)(**params)
+
+
+def policy_from_dict(spec: dict[str, Any], *, file: str | Path | None = None) -> Policy:
+    """Build a policy from ``{"policy": NAME, "params": {...}}`` (the tuner's best_policy.json)."""
+    if not isinstance(spec, dict) or "policy" not in spec:
+        raise SpecrollError("missing key 'policy'", file=file, field="policy",
+                            fix='write {"policy": NAME, "params": {...}}')
+    params = spec.get("params", {}) or {}
+    if not isinstance(params, dict):
+        raise SpecrollError("'params' must be a table/object", file=file, field="params")
+    try:
+        return POLICIES.get(spec["policy"], file=None if file is None else str(file), field="policy")(
+            **params)
+    except SpecrollError as exc:
+        if exc.file is None and file is not None:
+            exc.file = str(file)
+        raise SpecrollError(exc.what, file=exc.file, field=exc.field, fix=exc.fix) from None
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    return policy_from_dict(read_json(path), file=path)
+
+
+def save_policy_file(policy: Policy, path: str | Path, **extra: Any) -> Path:
+    return write_json(path, {**policy.to_dict(), **extra})
+
+
+@register_policy("ar")
+class AutoRegressive(Policy):
+    """No speculation: every request decodes one token per iteration."""
+
+    def decide(self, state: PolicyState) -> np.ndarray:
+        return np.zeros(state.n, dtype=np.int32)
+
+
+@register_policy("fixed")
+class FixedK(Policy):
+    """A constant draft length ``k`` for every request, clipped to the drafter's kmax."""
+
+    @dataclasses.dataclass
+    class Params:
+        k: int = 4
+
+    def validate(self) -> None:
+        if int(self.params.k) < 0:
+            raise SpecrollError(f"k must be >= 0, got {self.params.k}", field="k")
+
+    def decide(self, state: PolicyState) -> np.ndarray:
+        return np.full(state.n, min(int(self.params.k), state.kmax), dtype=np.int32)

@@ -1,0 +1,38 @@
+"""specroll: simulate, tune and validate speculative decoding for RL rollouts.
+
+The small public API is re-exported lazily (so `import specroll` stays cheap and the packages
+can import :mod:`specroll.errors` without a cycle):
+
+- ``specroll.read_trace`` / ``write_trace`` / ``synthesize``  (traces)
+- ``specroll.make_policy`` / ``load_policy_file``             (policies)
+- ``specroll.load_profile`` / ``whatif_profile``              (calibration)
+- ``specroll.simulate``                                       (simulator)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from specroll.errors import SpecrollError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "read_trace": "traces",
+    "write_trace": "traces",
+    "synthesize": "traces",
+    "make_policy": "policies",
+    "load_policy_file": "policies",
+    "load_profile": "calibration",
+    "whatif_profile": "calibration",
+    "simulate": "simulator",
+}
+
+__all__ = ["SpecrollError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'specroll' has no attribute {name!r}")

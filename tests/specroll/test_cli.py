@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from specroll.cli import build_parser, main
+from specroll.errors import SpecrollError
+from specroll.fileio import atomic_write, read_json, write_json
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_parser_builds():
+    assert build_parser().prog == "specroll"
+
+
+def test_error_message_names_file_field_fix():
+    err = SpecrollError("negative length", file="t.parquet", field="response_len", fix="drop the row")
+    assert err.message == "t.parquet: field 'response_len': negative length. Fix: drop the row."
+
+
+def test_atomic_write_leaves_nothing_on_crash(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as fh:
+        fh.write("partial")
+        raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_json_strict_and_roundtrip(tmp_path):
+    import numpy as np
+
+    path = write_json(tmp_path / "a.json", {"x": np.float64(1.5), "nan": float("nan"), "n": np.int32(3)})
+    assert json.loads(path.read_text()) == {"x": 1.5, "nan": None, "n": 3}
+    assert read_json(path)["n"] == 3
+
+
+def test_read_json_missing_file_is_clear(tmp_path):
+    with pytest.raises(SpecrollError, match="file not found"):
+        read_json(tmp_path / "nope.json")
