@@ -153,7 +153,8 @@ def tune(objective: Callable[[Policy], float], family: str, *, n_trials: int, ou
         load_if_exists=True,
     )
     if study.user_attrs.get("family", family) != family:
-        raise SpecrollError(f"study '{study.study_name}' tunes '{study.user_attrs['family']}', not '{family}'",
+        other = study.user_attrs["family"]
+        raise SpecrollError(f"study '{study.study_name}' tunes '{other}', not '{family}'",
                             field="--study", fix="use another --study name or --storage")
     study.set_user_attr("family", family)
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from policies import POLICIES, Policy, load_policy_file, register_policy
-from policies._tuner import search_space, tune, tunable
+from policies._tuner import search_space, tunable, tune
 from specroll.errors import SpecrollError
 
 
