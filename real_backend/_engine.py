@@ -1,0 +1,330 @@
+"""The generation engine: one lean loop of batched, lossless speculative decoding.
+
+State of a request between iterations: its cache slot holds ``prompt + out[:-1]`` (``cached``
+tokens) and ``out[-1]`` is the *pending* token, sampled but not yet fed to the model. An
+iteration feeds ``[pending, d_1..d_k]`` at position ``cached`` for every active request in one
+forward (rows right-padded to the longest), samples the target's own token at every query
+position with the position-keyed sampler, and accepts the longest draft prefix equal to those
+samples plus the target's next token. Because the token at response position t is a function of
+(seed, key, t, logits) only, the output equals plain autoregressive decoding whatever the policy
+drafts (DESIGN.md §1). Rejected drafts and padding need no cache clean-up: their K/V land past
+the row's real length and are overwritten before anything attends to them.
+
+The policy sees this engine's :class:`PolicyState` each iteration and its :class:`Feedback`
+after it; the drafter sees the request's prompt and every accepted token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from policies import Feedback, Policy, PolicyState
+from real_backend._workload import RolloutRequest
+
+# EMA weight of the newest acceptance rate in PolicyState.accept_ema.
+ACCEPT_EMA_ALPHA = 0.3
+
+
+@dataclass
+class RolloutOutput:
+    """One finished rollout."""
+
+    request: RolloutRequest
+    tokens: list[int]
+    finished: bool
+    """True = ended on EOS (included in ``tokens``); False = hit the max-new-tokens cap."""
+
+
+@dataclass
+class StepOutput:
+    """Everything one RL step produced on this engine."""
+
+    rollouts: list[RolloutOutput]
+    iterations: list[dict[str, Any]]
+    """one record per forward (phase ``prefill`` or ``decode``), in order."""
+    decisions: list[dict[str, Any]]
+    """one record per request per decode iteration: rid, generated (= response position of the
+    first new token), k (draft length used), accepted (draft tokens kept)."""
+    wall_s: float
+
+
+@dataclass
+class _Active:
+    req: RolloutRequest
+    slot: int
+    out: list[int]
+    predicted: float
+    last_drafted: int = 0
+    last_accepted: int = 0
+    accept_ema: float = float("nan")
+    proposal: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def cached(self) -> int:
+        return len(self.req.prompt_tokens) + len(self.out) - 1
+
+
+Sampler = Callable[..., torch.Tensor]
+
+
+class Engine:
+    """Batched speculative decoding of a model with a static KV cache, one slot per request.
+
+    ``model(tokens, slots, start, cache) -> logits`` follows the real_backend model contract;
+    ``sampler`` is :func:`real_backend.keyed_sample` (any function with its signature works).
+    ``forward`` (optional) replaces the plain model call, e.g. by a CUDA-graph step pool.
+    """
+
+    def __init__(self, model: torch.nn.Module, cache: Any, *, max_batch: int, max_new_tokens: int,
+                 eos_ids: Sequence[int], seed: int, temperature: float = 0.0, top_p: float = 1.0,
+                 sampler: Sampler | None = None, prefill_rows: int = 8,
+                 forward: Callable[..., torch.Tensor] | None = None) -> None:
+        if sampler is None:
+            from real_backend._sampling import keyed_sample as sampler
+        self.model = model
+        self.cache = cache
+        self.max_batch = int(max_batch)
+        self.max_new_tokens = int(max_new_tokens)
+        self.eos = np.asarray(sorted(set(int(e) for e in eos_ids)), dtype=np.int64)
+        self.seed = int(seed)
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.sampler = sampler
+        self.prefill_rows = max(1, int(prefill_rows))
+        self._forward = forward or (lambda tokens, slots, start: model(tokens, slots, start, cache))
+        self.device = next(iter(model.parameters()), torch.empty(0)).device
+        self.max_ctx = int(_cache_capacity(cache))
+        self.n_slots = int(_cache_slots(cache))
+        if self.n_slots < self.max_batch:
+            raise ValueError(f"cache has {self.n_slots} slots < max_batch {self.max_batch}")
+
+    # ------------------------------------------------------------------------------------
+    def run_step(self, requests: Sequence[RolloutRequest], policy: Policy, drafter: Any, *,
+                 step: int = 0, predicted_len: Sequence[float] | None = None,
+                 on_tokens: Callable[[int], None] | None = None) -> StepOutput:
+        """Generate every request of one RL step to EOS or the cap; return outputs and records."""
+        kmax = int(drafter.kmax)
+        for r in requests:
+            need = len(r.prompt_tokens) + self.max_new_tokens + kmax
+            if need > self.max_ctx:
+                raise ValueError(f"request {r.rid}: prompt {len(r.prompt_tokens)} + max_new_tokens "
+                                 f"{self.max_new_tokens} + kmax {kmax} exceeds the cache ({self.max_ctx})")
+        pred = (np.full(len(requests), np.nan) if predicted_len is None
+                else np.asarray(predicted_len, dtype=np.float64))
+        queue = deque(zip(requests, pred))
+        free = list(range(self.max_batch))[::-1]
+        active: list[_Active] = []
+        done: dict[int, RolloutOutput] = {}
+        iterations: list[dict[str, Any]] = []
+        decisions: list[dict[str, Any]] = []
+        policy.reset(1)
+        iteration = 0
+        last_time = 0.0
+        t_step = time.perf_counter()
+        while queue or active:
+            # Admission: fill free slots from the queue, prefill the newcomers (in row chunks).
+            admitted: list[_Active] = []
+            while queue and free:
+                req, p = queue.popleft()
+                admitted.append(_Active(req, free.pop(), [], float(p)))
+            for lo in range(0, len(admitted), self.prefill_rows):
+                chunk = admitted[lo:lo + self.prefill_rows]
+                rec = self._prefill(chunk, drafter, step)
+                iterations.append(rec)
+                for a in chunk:
+                    if on_tokens:
+                        on_tokens(1)
+                    if self._finished(a):
+                        self._retire(a, drafter, free, done)
+                    else:
+                        active.append(a)
+            if not active:
+                continue
+            rec, dec, last_time = self._decode(active, policy, drafter, kmax, step, iteration, last_time)
+            iterations.append(rec)
+            decisions.extend(dec)
+            if on_tokens:
+                on_tokens(int(rec["new_tokens"]))
+            iteration += 1
+            still = []
+            for a in active:
+                if self._finished(a):
+                    self._retire(a, drafter, free, done)
+                else:
+                    still.append(a)
+            active = still
+        wall = time.perf_counter() - t_step
+        return StepOutput([done[r.rid] for r in requests], iterations, decisions, wall)
+
+    # ------------------------------------------------------------------------------------
+    def _prefill(self, chunk: list[_Active], drafter: Any, step: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        lens = [len(a.req.prompt_tokens) for a in chunk]
+        width = max(lens)
+        tokens = np.zeros((len(chunk), width), dtype=np.int64)
+        for i, a in enumerate(chunk):
+            tokens[i, :lens[i]] = a.req.prompt_tokens
+            drafter.begin(a.req.rid, a.req.prompt_id, np.asarray(a.req.prompt_tokens, dtype=np.int64))
+        logits, fwd = self._run(tokens, [a.slot for a in chunk], [0] * len(chunk))
+        last = logits[torch.arange(len(chunk), device=logits.device),
+                      torch.as_tensor(lens, device=logits.device) - 1]
+        first = self._sample(last[:, None, :], [a.req.key for a in chunk], np.zeros((len(chunk), 1)))
+        for i, a in enumerate(chunk):
+            a.out.append(int(first[i, 0]))
+            drafter.extend(a.req.rid, np.asarray(a.out, dtype=np.int64))
+        wall = time.perf_counter() - t0
+        q = np.asarray(lens, dtype=np.float64)
+        return _record("prefill", step, -1, q, np.zeros_like(q), width, 0, 0, len(chunk), wall, fwd)
+
+    def _decode(self, active: list[_Active], policy: Policy, drafter: Any, kmax: int, step: int,
+                iteration: int, last_time: float) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
+        t0 = time.perf_counter()
+        n = len(active)
+        for a in active:
+            a.proposal = None
+        generated = np.array([len(a.out) for a in active], dtype=np.int64)
+        cached = np.array([a.cached for a in active], dtype=np.int64)
+
+        def proposal(a: _Active) -> tuple[np.ndarray, np.ndarray]:
+            if a.proposal is None:
+                toks, probs = drafter.propose(a.req.rid)
+                a.proposal = (np.asarray(toks, dtype=np.int64)[:kmax],
+                              np.asarray(probs, dtype=np.float32)[:kmax])
+            return a.proposal
+
+        def conf() -> np.ndarray:
+            m = np.zeros((n, kmax), dtype=np.float32)
+            for i, a in enumerate(active):
+                p = proposal(a)[1]
+                m[i, :len(p)] = p
+            return m
+
+        state = PolicyState(
+            engine=np.zeros(n, dtype=np.int32),
+            request=np.array([a.req.rid for a in active], dtype=np.int64),
+            generated=generated,
+            prompt_len=np.array([len(a.req.prompt_tokens) for a in active], dtype=np.int64),
+            predicted_len=np.array([a.predicted for a in active], dtype=np.float64),
+            last_drafted=np.array([a.last_drafted for a in active], dtype=np.int32),
+            last_accepted=np.array([a.last_accepted for a in active], dtype=np.int32),
+            accept_ema=np.array([a.accept_ema for a in active], dtype=np.float64),
+            batch_size=np.array([n], dtype=np.int32),
+            kv_used=np.array([(cached.sum() + n) / (self.n_slots * self.max_ctx)], dtype=np.float64),
+            iteration=np.array([iteration], dtype=np.int64),
+            last_iter_time=np.array([last_time], dtype=np.float64),
+            kmax=kmax, max_len=self.max_new_tokens, step=step, conf_fn=conf)
+        want = np.asarray(policy.decide(state), dtype=np.int64).reshape(n)
+        # Clip to the proposal and so that the accepted run (k + 1 tokens) never passes the cap.
+        room = self.max_new_tokens - generated - 1
+        k = np.minimum(np.maximum(want, 0), np.maximum(room, 0))
+        drafts = np.zeros((n, kmax), dtype=np.int64)
+        for i, a in enumerate(active):
+            if k[i] > 0:
+                toks = proposal(a)[0]
+                k[i] = min(k[i], len(toks))
+                drafts[i, :k[i]] = toks[:k[i]]
+        q = k + 1
+        q_max = int(q.max())
+        tokens = np.zeros((n, q_max), dtype=np.int64)
+        tokens[:, 0] = [a.out[-1] for a in active]
+        tokens[:, 1:] = drafts[:, :q_max - 1]
+        logits, fwd = self._run(tokens, [a.slot for a in active], cached)
+        target = self._sample(logits, [a.req.key for a in active],
+                              generated[:, None] + np.arange(q_max)[None, :])
+        # Longest draft prefix equal to the target's own samples.
+        cols = np.arange(q_max - 1)[None, :]
+        match = (drafts[:, :q_max - 1] == target[:, :q_max - 1]) & (cols < k[:, None])
+        acc = np.cumprod(match, axis=1).sum(axis=1) if q_max > 1 else np.zeros(n, dtype=np.int64)
+        kept_acc = np.zeros(n, dtype=np.int64)
+        new_total = 0
+        decisions = []
+        for i, a in enumerate(active):
+            new = target[i, :acc[i] + 1].tolist()
+            stop = np.flatnonzero(np.isin(new, self.eos))
+            if stop.size:
+                new = new[:stop[0] + 1]
+            kept_acc[i] = min(int(acc[i]), len(new))
+            a.out.extend(new)
+            drafter.extend(a.req.rid, np.asarray(new, dtype=np.int64))
+            new_total += len(new)
+            a.last_drafted, a.last_accepted = int(k[i]), int(kept_acc[i])
+            if k[i] > 0:
+                rate = kept_acc[i] / k[i]
+                a.accept_ema = (rate if np.isnan(a.accept_ema)
+                                else ACCEPT_EMA_ALPHA * rate + (1 - ACCEPT_EMA_ALPHA) * a.accept_ema)
+            decisions.append({"step": step, "iteration": iteration, "rid": a.req.rid,
+                              "generated": int(generated[i]), "k": int(k[i]),
+                              "accepted": int(kept_acc[i])})
+        wall = time.perf_counter() - t0
+        policy.observe(state, Feedback(k=k.astype(np.int32), accepted=kept_acc.astype(np.int32),
+                                       iter_time=np.array([wall])))
+        proposed = sum(len(a.proposal[0]) for a in active if a.proposal is not None)
+        rec = _record("decode", step, iteration, q.astype(np.float64), cached.astype(np.float64),
+                      q_max, int(k.sum()), int(kept_acc.sum()), new_total, wall, fwd)
+        rec["draft_tokens"] = proposed
+        return rec, decisions, wall
+
+    # ------------------------------------------------------------------------------------
+    def _run(self, tokens: np.ndarray, slots: Sequence[int], start: Sequence[int]
+             ) -> tuple[torch.Tensor, float]:
+        dev = self.device
+        t = torch.as_tensor(tokens, dtype=torch.int64, device=dev)
+        s = torch.as_tensor(np.asarray(slots), dtype=torch.int64, device=dev)
+        st = torch.as_tensor(np.asarray(start), dtype=torch.int64, device=dev)
+        if dev.type == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            with torch.inference_mode():
+                logits = self._forward(t, s, st)
+            end.record()
+            end.synchronize()
+            return logits, begin.elapsed_time(end) / 1e3
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            logits = self._forward(t, s, st)
+        return logits, time.perf_counter() - t0
+
+    def _sample(self, logits: torch.Tensor, keys: Sequence[int], positions: np.ndarray) -> np.ndarray:
+        dev = logits.device
+        keys_t = torch.as_tensor(np.asarray(keys), dtype=torch.int64, device=dev)
+        pos_t = torch.as_tensor(np.asarray(positions), dtype=torch.int64, device=dev)
+        out = self.sampler(logits, self.seed, keys_t, pos_t, self.temperature, self.top_p)
+        return out.cpu().numpy().astype(np.int64)
+
+    def _finished(self, a: _Active) -> bool:
+        return bool(a.out and (a.out[-1] in self.eos or len(a.out) >= self.max_new_tokens))
+
+    def _retire(self, a: _Active, drafter: Any, free: list[int], done: dict[int, RolloutOutput]) -> None:
+        drafter.end(a.req.rid)
+        free.append(a.slot)
+        done[a.req.rid] = RolloutOutput(a.req, list(a.out), bool(a.out[-1] in self.eos))
+
+
+def _record(phase: str, step: int, iteration: int, q: np.ndarray, c: np.ndarray, q_max: int,
+            drafted: int, accepted: int, new_tokens: int, wall: float, fwd: float) -> dict[str, Any]:
+    return {"step": step, "phase": phase, "iteration": iteration, "batch_size": int(q.shape[0]),
+            "q_sum": int(q.sum()), "q_max": int(q_max), "c_sum": int(c.sum()), "c_max": int(c.max()),
+            "qc_sum": float((q * (c + (q + 1.0) / 2.0)).sum()), "draft_tokens": 0,
+            "drafted": drafted, "accepted": accepted, "new_tokens": new_tokens,
+            "wall_s": wall, "forward_wall_s": fwd}
+
+
+def _cache_capacity(cache: Any) -> int:
+    for name in ("max_ctx", "max_len", "max_seq_len"):
+        if hasattr(cache, name):
+            return int(getattr(cache, name))
+    return int(cache.k.shape[-2])
+
+
+def _cache_slots(cache: Any) -> int:
+    for name in ("n_slots", "slots"):
+        if hasattr(cache, name):
+            return int(getattr(cache, name))
+    return int(cache.k.shape[1])
