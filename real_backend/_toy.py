@@ -66,3 +66,23 @@ class ToyLM(torch.nn.Module):
         # EOS at varied lengths and some run into the cap: a long tail in miniature.
         logits[..., self.eos_id] += (pos + 1).float() / 2.0 - 8.0
         return logits
+
+
+class ToyTokenizer:
+    """Bytes folded into the toy vocabulary (ids 1..vocab-1; 0 is EOS), with a minimal chat
+    template, so that the whole rollout pipeline runs on the toy model in tests."""
+
+    def __init__(self, vocab: int = 48, eos_id: int = 0) -> None:
+        self.vocab = vocab
+        self.eos_token_id = eos_id
+
+    def encode(self, text: str) -> list[int]:
+        return [1 + b % (self.vocab - 1) for b in text.encode("utf-8")]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(ord("!") + (int(i) - 1) % 90) for i in ids if int(i) != self.eos_token_id)
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+                            ) -> list[int]:
+        text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
+        return self.encode(text + ("<assistant>" if add_generation_prompt else ""))

@@ -1,0 +1,281 @@
+"""RL-shaped rollouts on the real backend: ``rollout(config) -> RolloutResult``.
+
+Each RL step generates ``samples`` rollouts of every prompt with the engine under one policy and
+drafter; finished rollouts then enter the drafter's history and the prompts' length history, so
+later steps draft from earlier ones (DESIGN.md "Why the problem exists"). An optional small
+multiplicative weight perturbation per step stands in for the policy update between steps.
+Outputs: the rollout trace (token ids included), per-iteration records, and a summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from real_backend._workload import (
+    Prompt,
+    arithmetic_prompts,
+    check_answer,
+    load_prompts_file,
+    step_requests,
+)
+from specroll.errors import SpecrollError
+from specroll.fileio import atomic_path, write_json
+
+TOY_MODEL = "toy"
+
+
+@dataclass
+class RolloutConfig:
+    model: str = "smollm2-135m"
+    device: str = "cpu"
+    policy: str = "ar"
+    params: dict[str, Any] = field(default_factory=dict)
+    policy_file: str | None = None
+    """a best_policy.json; overrides ``policy``/``params``."""
+    drafter: str = "suffix"
+    drafter_params: dict[str, Any] = field(default_factory=dict)
+    prompts: int | None = 8
+    """arithmetic problems to generate; with ``prompts_file``, the first N of the file (None = all)."""
+    prompts_file: str | None = None
+    samples: int = 4
+    steps: int = 3
+    max_new_tokens: int = 256
+    max_batch: int = 16
+    seed: int = 0
+    temperature: float = 0.7
+    top_p: float = 1.0
+    perturb: float = 0.0
+    dtype: str | None = None
+    """None: bfloat16 on CUDA, float32 on CPU."""
+    length_window: int = 4
+    """steps of length history used to predict a prompt's response length."""
+
+    def check(self) -> None:
+        for name, lo in (("samples", 1), ("steps", 1), ("max_new_tokens", 1), ("max_batch", 1)):
+            if int(getattr(self, name)) < lo:
+                raise SpecrollError(f"must be >= {lo}, got {getattr(self, name)}", field=name,
+                                    fix=f"pass --{name.replace('_', '-')} >= {lo}")
+        if self.prompts is not None and self.prompts < 1:
+            raise SpecrollError(f"need at least one prompt, got {self.prompts}", field="prompts",
+                                fix="pass --prompts N with N >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise SpecrollError(f"temperature {self.temperature}, top_p {self.top_p} out of range",
+                                field="temperature", fix="use temperature >= 0 and 0 < top_p <= 1")
+        if self.perturb < 0:
+            raise SpecrollError(f"must be >= 0, got {self.perturb}", field="perturb",
+                                fix="pass --perturb >= 0")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise SpecrollError(f"unknown device '{self.device}'", field="device", fix="use cpu or cuda")
+
+
+@dataclass
+class RolloutResult:
+    trace: Any
+    """traces.Trace: one row per rollout with prompt_token_ids and token_ids."""
+    iterations: list[dict[str, Any]]
+    decisions: list[dict[str, Any]]
+    """per request per decode iteration: step, iteration, rid, generated, k, accepted."""
+    summary: dict[str, Any]
+    texts: list[str]
+
+    def write(self, out: str | Path) -> dict[str, Path]:
+        """Write trace.parquet, iterations.parquet and summary.json into ``out`` (atomically)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from traces import write_trace
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"trace": out / "trace.parquet", "iterations": out / "iterations.parquet",
+                 "summary": out / "summary.json"}
+        write_trace(self.trace, paths["trace"])
+        table = pa.Table.from_pylist(self.iterations)
+        with atomic_path(paths["iterations"]) as tmp:
+            pq.write_table(table, tmp)
+        write_json(paths["summary"], self.summary)
+        return paths
+
+
+def _load(cfg: RolloutConfig) -> tuple[Any, Any, Any, int, str]:
+    """(model, tokenizer, make_cache(n_slots, max_ctx), model context limit, dtype)."""
+    import torch
+
+    if cfg.model == TOY_MODEL:
+        from real_backend._toy import ToyLM, ToyTokenizer
+        model = ToyLM(seed=cfg.seed).to(cfg.device)
+        return model, ToyTokenizer(), model.make_cache, 1 << 16, "float32"
+    from calibration import MODEL_SHAPES
+    if cfg.model not in MODEL_SHAPES:
+        raise SpecrollError(f"unknown model '{cfg.model}'", field="model",
+                            fix=f"use smollm2-135m (real weights) or one of {MODEL_SHAPES.names()}")
+    from real_backend._model import KVCache, load_model, load_tokenizer
+    dtype = cfg.dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SpecrollError("CUDA is not available on this machine", field="device", fix="use --device cpu")
+    model = load_model(cfg.model, device=cfg.device, dtype=dtype)
+    tok = load_tokenizer(cfg.model)
+    mcfg = model.cfg
+
+    def make_cache(n_slots: int, max_ctx: int) -> Any:
+        return KVCache(mcfg, n_slots, max_ctx, cfg.device, getattr(torch, dtype))
+
+    return model, tok, make_cache, int(mcfg.max_ctx), dtype
+
+
+def _prompts(cfg: RolloutConfig) -> list[Prompt]:
+    if cfg.prompts_file:
+        prompts = load_prompts_file(cfg.prompts_file)
+        return prompts if cfg.prompts is None else prompts[:cfg.prompts]
+    return arithmetic_prompts(8 if cfg.prompts is None else cfg.prompts, cfg.seed)
+
+
+def _policy(cfg: RolloutConfig) -> Any:
+    from policies import load_policy_file, make_policy
+    if cfg.policy_file:
+        return load_policy_file(cfg.policy_file)
+    return make_policy(cfg.policy, **cfg.params)
+
+
+def perturb_weights(model: Any, eps: float, seed: int, step: int) -> None:
+    """Multiply every floating weight by (1 + eps * N(0, 1)), noise drawn on the CPU from a generator
+    keyed by (seed, step) and parameter order, so the perturbed model is the same on any device."""
+    import torch
+
+    with torch.no_grad():
+        for i, (_, p) in enumerate(sorted(model.named_parameters(), key=lambda kv: kv[0])):
+            if not p.is_floating_point():
+                continue
+            g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 7919 + i)
+            noise = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            p.mul_((1.0 + eps * noise).to(device=p.device, dtype=p.dtype))
+
+
+def rollout(cfg: RolloutConfig, *, on_tokens: Any = None) -> RolloutResult:
+    """Run ``cfg.steps`` RL steps of rollouts; see :class:`RolloutConfig`."""
+    from policies import LengthHistory, make_drafter
+    from real_backend._engine import Engine
+    from traces import Trace, TraceMeta
+
+    cfg.check()
+    policy = _policy(cfg)
+    drafter = make_drafter(cfg.drafter, **cfg.drafter_params)
+    kmax = int(drafter.kmax)
+    prompts = _prompts(cfg)
+    model, tok, make_cache, ctx_limit, dtype = _load(cfg)
+    prompt_tokens = [list(tok.apply_chat_template(list(p.messages), add_generation_prompt=True))
+                     for p in prompts]
+    longest = max(len(t) for t in prompt_tokens)
+    max_ctx = longest + cfg.max_new_tokens + kmax + 1
+    if max_ctx > ctx_limit:
+        raise SpecrollError(f"longest prompt ({longest} tokens) + max-new-tokens ({cfg.max_new_tokens}) + "
+                            f"draft room ({kmax + 1}) = {max_ctx} exceeds the model's context of {ctx_limit}",
+                            field="max_new_tokens",
+                            fix=f"pass --max-new-tokens <= {ctx_limit - longest - kmax - 1}")
+    n_slots = min(cfg.max_batch, len(prompts) * cfg.samples)
+    engine = Engine(model, make_cache(n_slots, max_ctx), max_batch=n_slots,
+                    max_new_tokens=cfg.max_new_tokens, eos_ids=_eos_ids(tok), seed=cfg.seed,
+                    temperature=cfg.temperature, top_p=cfg.top_p)
+    history = LengthHistory(window=cfg.length_window)
+    rows: dict[str, list[Any]] = {k: [] for k in ("step", "prompt_id", "sample", "prompt_len", "response_len",
+                                                   "finished", "prompt_token_ids", "token_ids")}
+    iterations: list[dict[str, Any]] = []
+    decisions: list[dict[str, Any]] = []
+    steps_summary = []
+    texts = []
+    for step in range(cfg.steps):
+        if step > 0 and cfg.perturb > 0:
+            perturb_weights(model, cfg.perturb, cfg.seed, step)
+        drafter.start_step(step)
+        reqs = step_requests(prompt_tokens, cfg.samples, step)
+        predicted = history.predict(np.array([r.prompt_id for r in reqs], dtype=np.int64), step)
+        out = engine.run_step(reqs, policy, drafter, step=step, predicted_len=predicted, on_tokens=on_tokens)
+        correct = []
+        for r in out.rollouts:
+            req = r.request
+            rows["step"].append(step)
+            rows["prompt_id"].append(req.prompt_id)
+            rows["sample"].append(req.sample)
+            rows["prompt_len"].append(len(req.prompt_tokens))
+            rows["response_len"].append(len(r.tokens))
+            rows["finished"].append(r.finished)
+            rows["prompt_token_ids"].append(np.asarray(req.prompt_tokens, dtype=np.int32))
+            rows["token_ids"].append(np.asarray(r.tokens, dtype=np.int32))
+            text = tok.decode(r.tokens)
+            texts.append(text)
+            correct.append(check_answer(text, prompts[req.prompt_id].answer))
+            # History for the next steps: only after the step, as a synchronous RL step would.
+            history.record(step, req.prompt_id, len(r.tokens), r.finished)
+            drafter.add_rollout(step, req.prompt_id, np.asarray(req.prompt_tokens, dtype=np.int64),
+                                np.asarray(r.tokens, dtype=np.int64))
+        iterations.extend(out.iterations)
+        decisions.extend(out.decisions)
+        steps_summary.append(_step_summary(step, out, correct))
+    meta = TraceMeta(max_response_len=cfg.max_new_tokens, source=f"rollout:{cfg.model} seed={cfg.seed}",
+                     model=cfg.model, temperature=float(cfg.temperature),
+                     extra={"top_p": cfg.top_p, "samples": cfg.samples, "perturb": cfg.perturb,
+                            "policy": policy.to_dict(), "drafter": cfg.drafter})
+    trace = Trace.from_columns(meta, {k: np.asarray(v) if k not in ("prompt_token_ids", "token_ids") else v
+                                      for k, v in rows.items()})
+    summary = _summary(cfg, policy, steps_summary, dtype, kmax)
+    return RolloutResult(trace, iterations, decisions, summary, texts)
+
+
+def _eos_ids(tok: Any) -> list[int]:
+    ids = getattr(tok, "eos_token_ids", None)
+    if ids:
+        return [int(i) for i in ids]
+    return [int(tok.eos_token_id)]
+
+
+def _step_summary(step: int, out: Any, correct: list[bool | None]) -> dict[str, Any]:
+    decode = [r for r in out.iterations if r["phase"] == "decode"]
+    tokens = sum(len(r.tokens) for r in out.rollouts)
+    lens = np.array([len(r.tokens) for r in out.rollouts])
+    accepted = sum(r["accepted"] for r in decode)
+    drafted = sum(r["drafted"] for r in decode)
+    known = [c for c in correct if c is not None]
+    return {
+        "step": step,
+        "makespan_s": out.wall_s,
+        "tokens": tokens,
+        "rollouts": len(out.rollouts),
+        "iterations": len(decode),
+        "prefills": len(out.iterations) - len(decode),
+        "drafted": drafted,
+        "accepted": accepted,
+        "accepted_per_iteration": accepted / max(1, len(decode)),
+        "tokens_per_iteration": sum(r["new_tokens"] for r in decode) / max(1, len(decode)),
+        "acceptance_rate": accepted / drafted if drafted else None,
+        "tokens_per_s": tokens / out.wall_s if out.wall_s > 0 else None,
+        "mean_response_len": float(lens.mean()),
+        "max_response_len": int(lens.max()),
+        "finished_fraction": float(np.mean([r.finished for r in out.rollouts])),
+        "accuracy": float(np.mean(known)) if known else None,
+    }
+
+
+def _summary(cfg: RolloutConfig, policy: Any, steps: list[dict[str, Any]], dtype: str,
+             kmax: int) -> dict[str, Any]:
+    tokens = sum(s["tokens"] for s in steps)
+    wall = sum(s["makespan_s"] for s in steps)
+    iters = sum(s["iterations"] for s in steps)
+    accepted = sum(s["accepted"] for s in steps)
+    config = dataclasses.asdict(cfg)
+    config.update(dtype=dtype, kmax=kmax, policy_spec=policy.to_dict())
+    return {
+        "config": config,
+        "steps": steps,
+        "makespan_s": [s["makespan_s"] for s in steps],
+        "total_wall_s": wall,
+        "tokens": tokens,
+        "iterations": iters,
+        "accepted": accepted,
+        "accepted_per_iteration": accepted / max(1, iters),
+        "tokens_per_s": tokens / wall if wall > 0 else None,
+    }

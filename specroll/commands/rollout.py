@@ -1,0 +1,84 @@
+"""`specroll rollout`: RL-shaped rollouts on a real model under a speculation policy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from specroll.errors import SpecrollError
+
+
+def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """``k=v`` pairs; values parsed as JSON when they are JSON (numbers, booleans), else strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SpecrollError(f"expected k=v, got '{item}'", field=flag, fix=f"write {flag} name=value")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rollout", help="run RL-shaped rollouts on a real model under a policy",
+                       description="Generate N prompts x G samples for S steps with the real backend; "
+                                   "writes trace.parquet, iterations.parquet and summary.json.")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    p.add_argument("--policy", default="ar")
+    p.add_argument("--param", action="append", metavar="K=V", help="policy parameter (repeatable)")
+    p.add_argument("--policy-file", default=None, help="best_policy.json (overrides --policy)")
+    p.add_argument("--drafter", default="suffix", help="suffix or ngram")
+    p.add_argument("--drafter-param", action="append", metavar="K=V", help="drafter parameter")
+    p.add_argument("--prompts", type=int, default=None, help="number of prompts (default 8)")
+    p.add_argument("--prompts-file", default=None, help="JSONL of prompt strings or chat messages")
+    p.add_argument("--samples", type=int, default=4, help="samples per prompt per step (G)")
+    p.add_argument("--steps", type=int, default=3, help="RL steps (S)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--perturb", type=float, default=0.0, help="per-step relative weight noise")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from real_backend._rollout import RolloutConfig, rollout
+    from specroll.progress import progress, say
+
+    cfg = RolloutConfig(
+        model=args.model, device=args.device, dtype=args.dtype, policy=args.policy,
+        params=_kv(args.param, "--param"), policy_file=args.policy_file, drafter=args.drafter,
+        drafter_params=_kv(args.drafter_param, "--drafter-param"),
+        prompts=args.prompts if args.prompts is not None or args.prompts_file else 8,
+        prompts_file=args.prompts_file, samples=args.samples, steps=args.steps,
+        max_new_tokens=args.max_new_tokens, max_batch=args.max_batch, seed=args.seed,
+        temperature=args.temperature, top_p=args.top_p, perturb=args.perturb)
+    say(f"rollout: {cfg.model} on {cfg.device}, policy {cfg.policy_file or cfg.policy}, "
+        f"drafter {cfg.drafter}")
+    with progress(desc="tokens", unit="tok") as bar:
+        result = rollout(cfg, on_tokens=bar.update)
+    paths = result.write(args.out)
+    s = result.summary
+    print(f"specroll rollout: {s['config']['model']} {s['config']['device']} {s['config']['dtype']}, "
+          f"policy {s['config']['policy_spec']}, drafter {cfg.drafter} (kmax {s['config']['kmax']})")
+    print(f"{'step':>4} {'rollouts':>8} {'tokens':>7} {'iters':>6} {'acc/iter':>8} {'tok/iter':>8} "
+          f"{'makespan_s':>10} {'tok/s':>7} {'mean_len':>8} {'max_len':>7} {'eos%':>5} {'acc%':>5}")
+    for st in s["steps"]:
+        accuracy = "-" if st["accuracy"] is None else f"{100 * st['accuracy']:.0f}"
+        print(f"{st['step']:>4} {st['rollouts']:>8} {st['tokens']:>7} {st['iterations']:>6} "
+              f"{st['accepted_per_iteration']:>8.2f} {st['tokens_per_iteration']:>8.2f} "
+              f"{st['makespan_s']:>10.2f} {st['tokens_per_s'] or 0:>7.1f} {st['mean_response_len']:>8.1f} "
+              f"{st['max_response_len']:>7} {100 * st['finished_fraction']:>5.0f} {accuracy:>5}")
+    print(f"total: {s['tokens']} tokens in {s['total_wall_s']:.2f} s ({s['tokens_per_s'] or 0:.1f} tok/s), "
+          f"{s['iterations']} iterations, {s['accepted_per_iteration']:.2f} accepted/iteration")
+    for name, path in paths.items():
+        print(f"  {name}: {path}")
+    return 0
