@@ -3,16 +3,39 @@
 See traces/README.md for the schema and the presets.
 """
 
+from traces import _presets  # noqa: F401  (registers the named presets)
 from traces._io import TraceWriter, read_meta, read_trace, write_trace
 from traces._schema import SCHEMA_VERSION, TraceMeta
+from traces._stats import format_stats, intraclass_correlation, rank_stability, top_share, trace_stats
+from traces._synth import (
+    PRESETS,
+    SynthPreset,
+    get_preset,
+    preset_names,
+    synthesize,
+    synthesize_to_file,
+    with_overrides,
+)
 from traces._trace import Trace
 
 __all__ = [
+    "PRESETS",
     "SCHEMA_VERSION",
+    "SynthPreset",
     "Trace",
     "TraceMeta",
     "TraceWriter",
+    "format_stats",
+    "get_preset",
+    "intraclass_correlation",
+    "preset_names",
+    "rank_stability",
     "read_meta",
     "read_trace",
+    "synthesize",
+    "synthesize_to_file",
+    "top_share",
+    "trace_stats",
+    "with_overrides",
     "write_trace",
 ]
