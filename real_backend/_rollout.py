@@ -102,14 +102,27 @@ class RolloutResult:
         return paths
 
 
-def _load(cfg: RolloutConfig) -> tuple[Any, Any, Any, int, str]:
-    """(model, tokenizer, make_cache(n_slots, max_ctx), model context limit, dtype)."""
+@dataclass
+class Backend:
+    """A loaded model with its tokenizer; reusable across rollouts of the same model and device
+    (``perturb`` changes its weights in place)."""
+
+    model: Any
+    tokenizer: Any
+    make_cache: Any
+    """(n_slots, max_ctx) -> a fresh static KV cache."""
+    ctx_limit: int
+    dtype: str
+
+
+def load_backend(cfg: RolloutConfig) -> Backend:
+    """Load ``cfg.model`` on ``cfg.device`` (clear errors for unknown models and missing files)."""
     import torch
 
     if cfg.model == TOY_MODEL:
         from real_backend._toy import ToyLM, ToyTokenizer
         model = ToyLM(seed=cfg.seed).to(cfg.device)
-        return model, ToyTokenizer(), model.make_cache, 1 << 16, "float32"
+        return Backend(model, ToyTokenizer(), model.make_cache, 1 << 16, "float32")
     from calibration import MODEL_SHAPES
     if cfg.model not in MODEL_SHAPES:
         raise SpecrollError(f"unknown model '{cfg.model}'", field="model",
@@ -125,7 +138,7 @@ def _load(cfg: RolloutConfig) -> tuple[Any, Any, Any, int, str]:
     def make_cache(n_slots: int, max_ctx: int) -> Any:
         return KVCache(mcfg, n_slots, max_ctx, cfg.device, getattr(torch, dtype))
 
-    return model, tok, make_cache, int(mcfg.max_ctx), dtype
+    return Backend(model, tok, make_cache, int(mcfg.max_ctx), dtype)
 
 
 def _prompts(cfg: RolloutConfig) -> list[Prompt]:
@@ -156,8 +169,10 @@ def perturb_weights(model: Any, eps: float, seed: int, step: int) -> None:
             p.mul_((1.0 + eps * noise).to(device=p.device, dtype=p.dtype))
 
 
-def rollout(cfg: RolloutConfig, *, on_tokens: Any = None) -> RolloutResult:
-    """Run ``cfg.steps`` RL steps of rollouts; see :class:`RolloutConfig`."""
+def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | None = None) -> RolloutResult:
+    """Run ``cfg.steps`` RL steps of rollouts; see :class:`RolloutConfig`. ``backend`` reuses a
+    loaded model (from :func:`load_backend` with the same model/device/dtype); ``on_tokens(n)`` is
+    called as tokens are generated (progress bars)."""
     from policies import LengthHistory, make_drafter
     from real_backend._engine import Engine
     from traces import Trace, TraceMeta
@@ -167,7 +182,9 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None) -> RolloutResult:
     drafter = make_drafter(cfg.drafter, **cfg.drafter_params)
     kmax = int(drafter.kmax)
     prompts = _prompts(cfg)
-    model, tok, make_cache, ctx_limit, dtype = _load(cfg)
+    backend = backend or load_backend(cfg)
+    model, tok, make_cache, ctx_limit, dtype = (backend.model, backend.tokenizer, backend.make_cache,
+                                                backend.ctx_limit, backend.dtype)
     prompt_tokens = [list(tok.apply_chat_template(list(p.messages), add_generation_prompt=True))
                      for p in prompts]
     longest = max(len(t) for t in prompt_tokens)
