@@ -27,6 +27,17 @@ from specroll.errors import SpecrollError
 from specroll.fileio import atomic_path, write_json
 
 TOY_MODEL = "toy"
+TOY_CTX = 4096  # the toy has no positional limit; a finite one exercises the cache check
+# Rollouts need trained weights and a tokenizer: only SmolLM2 ships both (random-weight shapes of
+# bigger models serve timing only, see make_timing_step); "toy" is the exact-arithmetic test model.
+ROLLOUT_MODELS = ("smollm2-135m", TOY_MODEL)
+
+
+def check_model(name: str) -> None:
+    if name not in ROLLOUT_MODELS:
+        raise SpecrollError(f"unknown model '{name}'", field="model",
+                            fix=f"use one of {', '.join(ROLLOUT_MODELS)} (bigger shapes are random-weight "
+                                "timing models: see `specroll calibrate`)")
 
 
 @dataclass
@@ -122,11 +133,8 @@ def load_backend(cfg: RolloutConfig) -> Backend:
     if cfg.model == TOY_MODEL:
         from real_backend._toy import ToyLM, ToyTokenizer
         model = ToyLM(seed=cfg.seed).to(cfg.device)
-        return Backend(model, ToyTokenizer(), model.make_cache, 1 << 16, "float32")
-    from calibration import MODEL_SHAPES
-    if cfg.model not in MODEL_SHAPES:
-        raise SpecrollError(f"unknown model '{cfg.model}'", field="model",
-                            fix=f"use smollm2-135m (real weights) or one of {MODEL_SHAPES.names()}")
+        return Backend(model, ToyTokenizer(), model.make_cache, TOY_CTX, "float32")
+    check_model(cfg.model)
     from real_backend._model import KVCache, load_model, load_tokenizer
     dtype = cfg.dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -173,15 +181,17 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
     """Run ``cfg.steps`` RL steps of rollouts; see :class:`RolloutConfig`. ``backend`` reuses a
     loaded model (from :func:`load_backend` with the same model/device/dtype); ``on_tokens(n)`` is
     called as tokens are generated (progress bars)."""
+    # Cheap checks first, so that a typo fails before the model loads.
+    cfg.check()
+    check_model(cfg.model)
+    policy = _policy(cfg)
+    prompts = _prompts(cfg)
     from policies import LengthHistory, make_drafter
     from real_backend._engine import Engine
     from traces import Trace, TraceMeta
 
-    cfg.check()
-    policy = _policy(cfg)
     drafter = make_drafter(cfg.drafter, **cfg.drafter_params)
     kmax = int(drafter.kmax)
-    prompts = _prompts(cfg)
     backend = backend or load_backend(cfg)
     model, tok, make_cache, ctx_limit, dtype = (backend.model, backend.tokenizer, backend.make_cache,
                                                 backend.ctx_limit, backend.dtype)
