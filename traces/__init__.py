@@ -5,7 +5,10 @@ See traces/README.md for the schema and the presets.
 
 from traces import _presets  # noqa: F401  (registers the named presets)
 from traces._io import TraceWriter, read_meta, read_trace, write_trace
+from traces._jsonl import JsonlFields, import_jsonl
+from traces._plot import plot_trace
 from traces._schema import SCHEMA_VERSION, TraceMeta
+from traces._servegen import LengthPMF, load_servegen_pmf, read_pooled_csv, servegen_preset
 from traces._stats import format_stats, intraclass_correlation, rank_stability, top_share, trace_stats
 from traces._synth import (
     PRESETS,
@@ -19,6 +22,13 @@ from traces._synth import (
 from traces._trace import Trace
 
 __all__ = [
+    "JsonlFields",
+    "LengthPMF",
+    "import_jsonl",
+    "load_servegen_pmf",
+    "plot_trace",
+    "read_pooled_csv",
+    "servegen_preset",
     "PRESETS",
     "SCHEMA_VERSION",
     "SynthPreset",

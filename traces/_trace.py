@@ -62,7 +62,8 @@ class Trace:
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_columns(cls, meta: TraceMeta, columns: Mapping[str, Any]) -> Trace:
+    def from_columns(cls, meta: TraceMeta, columns: Mapping[str, Any], *,
+                     file: str | Path | None = None) -> Trace:
         """Build a trace from numpy arrays (required columns, cast to their schema types) and
         optional list columns given either as ``(values, offsets)`` or as a list of sequences."""
         arrays: dict[str, pa.Array] = {}
@@ -82,7 +83,7 @@ class Trace:
                 offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
                 values = np.concatenate(seqs) if seqs else np.zeros(0)
                 arrays[name] = _as_list_array(name, values, offsets)
-        return cls(pa.table(arrays), meta)
+        return cls(pa.table(arrays), meta, file=file)
 
     # ---- basic protocol ----------------------------------------------------------------------
     def __len__(self) -> int:

@@ -41,6 +41,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--json", default=None, help="also write the statistics to this JSON file")
     st.set_defaults(func=_stats)
 
+    pl = tsub.add_parser("plot", help="PNG plots: length histogram (log axes), per-prompt lengths by step")
+    pl.add_argument("trace")
+    pl.add_argument("--out", required=True, help="output folder")
+    pl.set_defaults(func=_plot)
+
+    im = tsub.add_parser("import", help="import ServeGen distributions or JSONL rollout dumps")
+    isub = im.add_subparsers(dest="import_kind", metavar="KIND")
+    isub.required = True
+    sg = isub.add_parser("servegen", help="RL-shaped trace whose length marginal is ServeGen DeepSeek-R1")
+    sg.add_argument("--data", default=None, help="servegen-deepseek-r1 folder (default: "
+                    "$SPECROLL_SERVEGEN_DIR or ../shared/data/servegen-deepseek-r1)")
+    sg.add_argument("--prompts", type=int, default=None)
+    sg.add_argument("--samples", type=int, default=None)
+    sg.add_argument("--steps", type=int, default=None)
+    sg.add_argument("--seed", type=int, default=0)
+    sg.add_argument("--out", required=True)
+    sg.set_defaults(func=_import_servegen)
+    js = isub.add_parser("jsonl", help="one JSON record per response (verl/OpenRLHF-style dumps)")
+    js.add_argument("file")
+    js.add_argument("--out", required=True)
+    js.add_argument("--cap", type=int, required=True, help="generation cap (max response tokens)")
+    js.add_argument("--step-field", default="step")
+    js.add_argument("--group-field", default="uid")
+    js.add_argument("--prompt-field", default="prompt")
+    js.add_argument("--prompt-id-field", default=None)
+    js.add_argument("--response-field", default="response")
+    js.add_argument("--length-field", default="response_length")
+    js.add_argument("--prompt-len-field", default=None)
+    js.add_argument("--finished-field", default=None, help="default: finished = length < cap")
+    js.add_argument("--default-prompt-len", type=int, default=None)
+    js.add_argument("--tokenize", action="store_true", help="count tokens with real_backend's tokenizer "
+                    "and store token ids")
+    js.add_argument("--tokenizer", default=None, help="tokenizer name for real_backend.load_tokenizer")
+    js.add_argument("--model", default="")
+    js.add_argument("--temperature", type=float, default=1.0)
+    js.set_defaults(func=_import_jsonl)
+
+    m = tsub.add_parser("match", help="add match_<drafter>/conf_<drafter> columns (needs token ids)")
+    m.add_argument("trace")
+    m.add_argument("--drafter", required=True, help="drafter name (see policies.DRAFTERS)")
+    m.add_argument("--window", type=int, default=None, help="history window in RL steps")
+    m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="drafter parameter (repeatable); values parsed as JSON when possible")
+    m.add_argument("--out", required=True)
+    m.set_defaults(func=_match)
+
     i = tsub.add_parser("info", help="validate a trace and show its metadata and columns")
     i.add_argument("trace")
     i.set_defaults(func=_info)
@@ -78,6 +124,74 @@ def _stats(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, stats)
         print(f"wrote {args.json}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from traces import plot_trace, read_trace
+
+    trace = read_trace(args.trace, columns=[])
+    for path in plot_trace(trace, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _import_servegen(args: argparse.Namespace) -> int:
+    from specroll.progress import say
+    from traces import load_servegen_pmf, read_trace, servegen_preset, synthesize_to_file, trace_stats
+
+    say("reading ServeGen distributions")
+    preset = servegen_preset(args.data)
+    pmf = load_servegen_pmf(args.data)
+    rows = synthesize_to_file(args.out, preset, args.prompts, args.samples, args.steps, args.seed)
+    stats = trace_stats(read_trace(args.out, columns=[]))
+    q = pmf.quantile([0.5, 0.9, 0.99])
+    print(f"wrote {args.out}: {rows:,} rollouts, cap {preset.max_response_len}")
+    print(f"  ServeGen DeepSeek-R1 marginal  p50 {q[0]}  p90 {q[1]}  p99 {q[2]}  mean {pmf.mean():.0f}")
+    print(f"  synthesized trace              p50 {stats['p50']:.0f}  p90 {stats['p90']:.0f}  "
+          f"p99 {stats['p99']:.0f}  mean {stats['mean']:.0f}")
+    return 0
+
+
+def _import_jsonl(args: argparse.Namespace) -> int:
+    from traces import JsonlFields, import_jsonl, write_trace
+
+    fields = JsonlFields(step=args.step_field, group=args.group_field, prompt=args.prompt_field,
+                         prompt_id=args.prompt_id_field, response=args.response_field,
+                         response_len=args.length_field, prompt_len=args.prompt_len_field,
+                         finished=args.finished_field)
+    trace = import_jsonl(args.file, cap=args.cap, fields=fields, tokenize=args.tokenize,
+                         tokenizer=args.tokenizer, default_prompt_len=args.default_prompt_len,
+                         model=args.model, temperature=args.temperature)
+    write_trace(trace, args.out)
+    print(f"wrote {args.out}: {len(trace):,} rollouts, {len(trace.steps)} steps, "
+          f"{len(set(trace.column('prompt_id').tolist())):,} prompts, columns {trace.columns}")
+    return 0
+
+
+def _match(args: argparse.Namespace) -> int:
+    from specroll.progress import say
+    from traces import read_trace, write_trace
+
+    try:
+        from policies import compute_match_lengths
+    except ImportError:
+        raise SpecrollError("policies.compute_match_lengths is not available in this install",
+                            field="--drafter",
+                            fix="update specroll (the drafters live in policies/)") from None
+    trace = read_trace(args.trace)
+    for col in ("token_ids", "prompt_token_ids"):
+        if not trace.has(col):
+            raise SpecrollError(f"the trace has no '{col}' column", file=args.trace, field=col,
+                                fix="match lengths need token ids: record the trace with the real backend "
+                                "or import it with --tokenize")
+    params = parse_params(args.param)
+    if args.window is not None:
+        params["window"] = args.window
+    say(f"computing match lengths of drafter '{args.drafter}' over {len(trace):,} rollouts")
+    out = compute_match_lengths(trace, args.drafter, **params)
+    write_trace(out, args.out)
+    print(f"wrote {args.out}: {len(out):,} rollouts, drafters {out.drafters}")
     return 0
 
 
