@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from policies import make_policy
+from policies import Policy, make_policy
 from real_backend._engine import Engine
 from real_backend._toy import ToyLM
 from real_backend._workload import RolloutRequest
@@ -120,3 +120,69 @@ def test_cap_and_eos():
         assert 0 not in r.tokens[:-1]
         if not r.finished:
             assert len(r.tokens) == 12
+
+
+class RecordingPolicy(Policy):
+    """Test double: drafts (request id mod 4) tokens, reads draft_conf, and records what it saw."""
+
+    name = "recording"
+
+    def __init__(self, read_conf: bool) -> None:
+        super().__init__()
+        self.read_conf = read_conf
+        self.states: list = []
+        self.feedback: list = []
+        self.resets = 0
+
+    def reset(self, n_engines):
+        self.resets += 1
+
+    def decide(self, state):
+        if self.read_conf:
+            assert state.draft_conf.shape == (state.n, state.kmax)
+        self.states.append(state)
+        return (state.request % 4).astype(np.int32)
+
+    def observe(self, state, feedback):
+        self.feedback.append(feedback)
+
+
+@pytest.mark.parametrize("read_conf", [False, True])
+def test_policy_sees_the_engine_state(read_conf):
+    ar = run(make_policy("ar"), ScriptDrafter({}), 0.8)
+    scripts = {r.request.rid: r.tokens for r in ar.rollouts}
+    drafter = ScriptDrafter(scripts, kmax=5)
+    pol = RecordingPolicy(read_conf)
+    reqs = make_requests(7)
+    model = ToyLM(seed=3)
+    eng = Engine(model, model.make_cache(3, 8 + 40 + 6), max_batch=3, max_new_tokens=40, eos_ids=[0],
+                 seed=11, temperature=0.8, sampler=hash_sampler)
+    out = eng.run_step(reqs, pol, drafter, step=2, predicted_len=np.arange(7) * 10.0)
+    assert pol.resets == 1 and len(pol.states) == len(pol.feedback) == len(
+        [r for r in out.iterations if r["phase"] == "decode"])
+    by_it: dict = {}
+    for d in out.decisions:
+        by_it.setdefault(d["iteration"], []).append(d)
+    for it, (st, fb) in enumerate(zip(pol.states, pol.feedback)):
+        decs = by_it[it]
+        assert st.step == 2 and st.kmax == 5 and st.max_len == 40 and st.iteration[0] == it
+        assert st.batch_size[0] == st.n == len(decs) <= 3
+        assert list(st.request) == [d["rid"] for d in decs]
+        assert list(st.generated) == [d["generated"] for d in decs]
+        assert list(st.predicted_len) == [10.0 * d["rid"] for d in decs]
+        assert list(st.prompt_len) == [len(reqs[d["rid"]].prompt_tokens) for d in decs]
+        assert 0 < st.kv_used[0] <= 1 and st.match_len is None
+        assert list(fb.k) == [d["k"] for d in decs] and list(fb.accepted) == [d["accepted"] for d in decs]
+        assert (fb.k <= st.request % 4).all() and fb.iter_time.shape == (1,) and fb.iter_time[0] > 0
+        if it > 0:
+            prev = {d["rid"]: d for d in by_it[it - 1]}
+            for i, rid in enumerate(st.request):
+                if rid in prev:
+                    assert st.last_drafted[i] == prev[rid]["k"]
+                    assert st.last_accepted[i] == prev[rid]["accepted"]
+                    assert st.last_iter_time[0] > 0
+    # Same tokens as AR whatever the policy.
+    assert [r.tokens for r in out.rollouts] == [r.tokens for r in ar.rollouts]
+    # Proposals are only gathered when someone needs them: by draft_conf, or for a k > 0 draft.
+    gathered = sum(r["draft_tokens"] > 0 for r in out.iterations if r["phase"] == "decode")
+    assert gathered == len(pol.states) or not read_conf
