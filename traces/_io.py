@@ -80,6 +80,7 @@ def read_trace(path: str | Path, columns: Sequence[str] | None = None) -> Trace:
     meta = read_meta(path)
     pf = _open_parquet(path)
     names = pf.schema_arrow.names
+    check_columns(pf.schema_arrow, file=path)  # every column's name and type, even those not read
     if columns is not None:
         unknown = [c for c in columns if c not in names]
         if unknown:

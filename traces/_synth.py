@@ -150,6 +150,12 @@ def _meta(preset: SynthPreset, prompts: int, samples: int, steps: int, seed: int
     )
 
 
+def _defaults(p: SynthPreset, prompts: int | None, samples: int | None,
+              steps: int | None) -> tuple[int, int, int]:
+    return (p.prompts if prompts is None else prompts, p.samples if samples is None else samples,
+            p.steps if steps is None else steps)
+
+
 def get_preset(preset: str | SynthPreset) -> SynthPreset:
     if isinstance(preset, SynthPreset):
         return preset
@@ -172,7 +178,7 @@ def synthesize(preset: str | SynthPreset, prompts: int | None = None, samples: i
                steps: int | None = None, seed: int = 0) -> Trace:
     """An in-memory synthetic trace (for files of millions of rows use :func:`synthesize_to_file`)."""
     p = get_preset(preset)
-    prompts, samples, steps = prompts or p.prompts, samples or p.samples, steps or p.steps
+    prompts, samples, steps = _defaults(p, prompts, samples, steps)
     parts = list(iter_synth_steps(p, prompts, samples, steps, seed))
     cols = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
     return Trace.from_columns(_meta(p, prompts, samples, steps, seed), cols)
@@ -183,7 +189,7 @@ def synthesize_to_file(path: str | Path, preset: str | SynthPreset, prompts: int
                        progress_bar: Any = None) -> int:
     """Stream a synthetic trace to ``path`` one step at a time (memory ~ one step); returns rows."""
     p = get_preset(preset)
-    prompts, samples, steps = prompts or p.prompts, samples or p.samples, steps or p.steps
+    prompts, samples, steps = _defaults(p, prompts, samples, steps)
     with TraceWriter(path, _meta(p, prompts, samples, steps, seed)) as w:
         for cols in iter_synth_steps(p, prompts, samples, steps, seed):
             w.write_batch(cols)

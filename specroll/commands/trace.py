@@ -117,7 +117,7 @@ def _stats(args: argparse.Namespace) -> int:
     from specroll.fileio import write_json
     from traces import format_stats, read_trace, trace_stats
 
-    trace = read_trace(args.trace, columns=[])
+    trace = read_trace(args.trace)
     stats = trace_stats(trace)
     print(f"{args.trace}  ({trace.meta.source})")
     print(format_stats(stats))
@@ -130,7 +130,7 @@ def _stats(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from traces import plot_trace, read_trace
 
-    trace = read_trace(args.trace, columns=[])
+    trace = read_trace(args.trace)
     for path in plot_trace(trace, args.out):
         print(f"wrote {path}")
     return 0
