@@ -95,3 +95,31 @@ def test_cli_import_jsonl(tmp_path, capsys):
     t = read_trace(out)
     assert t.column("response_len").tolist() == [3, 9, 12]
     assert t.column("finished").tolist() == [True, True, False]
+
+
+def test_cli_match_plumbing_calls_compute_match_lengths(tmp_path, monkeypatch, capsys):
+    # The drafters live in policies/ (another package); check only that the command passes the
+    # trace, drafter name and parameters through and writes what it returns.
+    import numpy as np
+
+    import policies
+    from traces import write_trace
+
+    from .conftest import make_small_trace
+
+    calls = {}
+
+    def fake(trace, drafter, **params):
+        calls.update(drafter=drafter, params=params, rows=len(trace))
+        rlen = trace.column("response_len").astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(rlen)])
+        return trace.with_ragged_column(f"match_{drafter}", np.zeros(offsets[-1], np.int16), offsets,
+                                        {"kind": drafter, "params": params, "kmax": 4})
+
+    monkeypatch.setattr(policies, "compute_match_lengths", fake, raising=False)
+    src = write_trace(make_small_trace(), tmp_path / "t.parquet")
+    out = tmp_path / "m.parquet"
+    assert main(["trace", "match", str(src), "--drafter", "suffix", "--window", "2", "--param", "kmax=4",
+                 "--param", "mode=tree", "--out", str(out)]) == 0
+    assert calls == {"drafter": "suffix", "params": {"kmax": 4, "mode": "tree", "window": 2}, "rows": 24}
+    assert read_trace(out).drafters == ["suffix"]
