@@ -1,10 +1,26 @@
 """Calibrated cost model of forward passes: shapes, per-iteration features, profiles, fitting.
 
-Public surface (grows with the calibration issue): :class:`ModelShape`, :data:`MODEL_SHAPES`,
-:func:`get_shape`, :class:`IterationBatch`.
+Public surface: :class:`ModelShape`, :data:`MODEL_SHAPES`, :func:`get_shape`, :class:`IterationBatch`,
+:class:`DeviceSpec`, :data:`DEVICES`, :class:`CostProfile`, :func:`load_profile`,
+:func:`whatif_profile`, :func:`builtin_names`.
 """
 
 from calibration._batch import IterationBatch
+from calibration._devices import DEVICES, DeviceSpec, get_device
+from calibration._profile import CostProfile
 from calibration._shapes import MODEL_SHAPES, ModelShape, get_shape
+from calibration._whatif import builtin_names, load_profile, whatif_profile
 
-__all__ = ["MODEL_SHAPES", "IterationBatch", "ModelShape", "get_shape"]
+__all__ = [
+    "DEVICES",
+    "MODEL_SHAPES",
+    "CostProfile",
+    "DeviceSpec",
+    "IterationBatch",
+    "ModelShape",
+    "builtin_names",
+    "get_device",
+    "get_shape",
+    "load_profile",
+    "whatif_profile",
+]

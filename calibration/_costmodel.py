@@ -1,0 +1,111 @@
+"""The physical form of the cost model, shared by the profile (prediction) and the fitter.
+
+    t = t_fixed + t_request * n + t_token * q_tok + roofline(bytes, flops) + allreduce(tp)
+
+    bytes = W/tp + KV * (a * c_sum + (1 - a) * n * c_max)           weights once, each request's KV
+    q_tok = b * q_sum + (1 - b) * n * q_max                         ragged vs padded query tokens
+    flops = LF/tp * q_tok / e_f + AF/tp * pairs / e_attn            (efficiency folded in)
+    pairs = a * qc_sum + (1 - a) * n * q_max * (c_max + (q_max + 1) / 2)
+    roofline = ((bytes / (BW e_bw))^p + (flops / F)^p)^(1/p)         a smooth max (p -> inf: max)
+
+``a`` and ``b`` say how ragged the backend is (1 = pays for the sum, 0 = pads to the longest):
+rollout tails mix very uneven contexts in one batch, and a padded batch costs n * c_max, not
+n * mean(c). ``p`` says how well memory traffic and compute overlap (1 = not at all, large = fully).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Order of the fitted coefficient vector.
+COEF_NAMES: tuple[str, ...] = ("t_fixed", "t_request", "t_token", "e_bw", "e_f", "e_attn", "p", "a", "b")
+
+# Physical bounds used by the fitter and by profile validation.
+COEF_BOUNDS: dict[str, tuple[float, float]] = {
+    "t_fixed": (0.0, 10.0),
+    "t_request": (0.0, 1.0),
+    "t_token": (0.0, 1.0),
+    "e_bw": (1e-4, 2.0),      # > 1 is possible when the measured peak underestimates (caches)
+    "e_f": (1e-4, 2.0),
+    "e_attn": (1e-5, 2.0),
+    "p": (1.0, 16.0),
+    "a": (0.0, 1.0),
+    "b": (0.0, 1.0),
+}
+
+DTYPE_BYTES: dict[str, float] = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "fp8": 1.0}
+
+
+@dataclass(frozen=True)
+class Consts:
+    """Per-profile constants from model shape x device x TP x dtype (nothing fitted)."""
+
+    weight_bytes: float      # per device (already / tp)
+    kv_bytes_per_token: float
+    linear_flops_per_token: float
+    attention_flops_per_pair: float
+    mem_bw: float
+    peak_flops: float
+    tp: int
+    n_layers: int
+    d_model: int
+    dtype_bytes: float
+    link_bw: float
+    link_latency: float
+
+
+def make_consts(shape, device, tp: int, dtype_bytes: float) -> Consts:
+    """Split weights, KV heads and FLOPs over ``tp`` devices (KV heads cannot split below one)."""
+    kv_split = max(1, min(tp, shape.n_kv_heads))
+    return Consts(
+        weight_bytes=shape.weight_bytes(dtype_bytes) / tp,
+        kv_bytes_per_token=shape.kv_bytes_per_token(dtype_bytes) / kv_split,
+        linear_flops_per_token=shape.linear_flops_per_token() / tp,
+        attention_flops_per_pair=shape.attention_flops_per_pair() / tp,
+        mem_bw=device.mem_bw,
+        peak_flops=device.peak_flops,
+        tp=tp,
+        n_layers=shape.n_layers,
+        d_model=shape.d_model,
+        dtype_bytes=dtype_bytes,
+        link_bw=device.link_bw,
+        link_latency=device.link_latency,
+    )
+
+
+def forward_time(coef: dict[str, float], k: Consts, n: np.ndarray, q_sum: np.ndarray,
+                 q_max: np.ndarray, c_sum: np.ndarray, c_max: np.ndarray,
+                 qc_sum: np.ndarray) -> np.ndarray:
+    """Seconds of one forward of the target model for each row (no drafter, no idle masking)."""
+    a, b = coef["a"], coef["b"]
+    kv_tokens = a * c_sum + (1.0 - a) * n * c_max
+    q_tok = b * q_sum + (1.0 - b) * n * q_max
+    pairs = a * qc_sum + (1.0 - a) * n * q_max * (c_max + 0.5 * (q_max + 1.0))
+    t_bytes = (k.weight_bytes + k.kv_bytes_per_token * kv_tokens) / (k.mem_bw * coef["e_bw"])
+    t_flops = (k.linear_flops_per_token * q_tok / coef["e_f"]
+               + k.attention_flops_per_pair * pairs / coef["e_attn"]) / k.peak_flops
+    p = coef["p"]
+    # Scale by the larger term before the power so that p up to 16 never overflows or underflows.
+    big = np.maximum(t_bytes, t_flops)
+    roof = big * ((t_bytes / big) ** p + (t_flops / big) ** p) ** (1.0 / p)
+    t = coef["t_fixed"] + coef["t_request"] * n + coef["t_token"] * q_tok + roof
+    if k.tp > 1:
+        t = t + allreduce_time(k, q_tok)
+    return t
+
+
+def allreduce_time(k: Consts, q_tok: np.ndarray) -> np.ndarray:
+    """Two all-reduces per layer (attention output, MLP output) of the activations.
+
+    Latency as a tree / recursive doubling (2 log2 tp hops, what NCCL's low-latency protocols do
+    for small decode messages), bandwidth as a ring (each byte crosses 2 (tp - 1) / tp links).
+    """
+    if k.tp <= 1:
+        return np.zeros_like(q_tok)
+    msg = q_tok * k.d_model * k.dtype_bytes
+    latency = 2.0 * math.ceil(math.log2(k.tp)) * k.link_latency
+    per_allreduce = latency + 2.0 * (k.tp - 1) / k.tp * msg / max(k.link_bw, 1.0)
+    return 2.0 * k.n_layers * per_allreduce

@@ -1,0 +1,276 @@
+"""CostProfile: seconds per engine iteration for one model x device x TP x dtype, saved as JSON.
+
+A profile is either ``measured`` (coefficients fitted to timings of our own backend, with its
+held-out error) or ``datasheet`` (a what-if prediction: datasheet peaks x model shape x TP, with
+the efficiency coefficients of the nearest measured profile). See calibration/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration._batch import IterationBatch
+from calibration._costmodel import (
+    COEF_BOUNDS,
+    COEF_NAMES,
+    DTYPE_BYTES,
+    Consts,
+    forward_time,
+    make_consts,
+)
+from calibration._devices import DeviceSpec
+from calibration._shapes import MODEL_SHAPES, ModelShape
+from specroll.errors import SpecrollError
+from specroll.fileio import write_json
+
+FORMAT = "specroll-cost-profile"
+VERSION = 1
+KINDS = ("measured", "datasheet")
+# Fraction of device memory a serving engine gives to weights + KV (vLLM's default
+# gpu_memory_utilization); the rest is activations, CUDA graphs and the allocator's slack.
+MEMORY_UTILIZATION = 0.9
+# The ranges a measured profile records, and the IterationBatch field each one bounds.
+RANGE_FIELDS: tuple[str, ...] = ("n", "q_max", "c_max")
+
+
+class CostProfile:
+    """Prices one iteration of every engine at once; pure numpy, no per-request Python."""
+
+    def __init__(self, *, shape: ModelShape, device: DeviceSpec, dtype: str, tp: int, kind: str,
+                 coefficients: dict[str, float], drafter: dict[str, Any] | None = None,
+                 kv_capacity_tokens: int | None = None, heldout_mape: float | None = None,
+                 ranges: dict[str, list[float]] | None = None, extra: dict[str, Any] | None = None,
+                 source: str | None = None) -> None:
+        self.shape = shape
+        self.model = shape.name
+        self.device = device
+        self.dtype = dtype
+        self.tp = int(tp)
+        self.kind = kind
+        self.coefficients = {k: float(coefficients[k]) for k in COEF_NAMES}
+        self.drafter = dict(drafter or {"kind": "none", "per_request_s": 0.0, "per_token_s": 0.0})
+        self.heldout_mape = heldout_mape
+        self.ranges = ranges
+        self.extra = dict(extra or {})
+        self.source = source
+        self._consts: Consts = make_consts(shape, device, self.tp, DTYPE_BYTES[dtype])
+        self.kv_capacity_tokens = int(kv_capacity_tokens if kv_capacity_tokens is not None
+                                      else self._default_kv_capacity())
+        self._draft_consts: Consts | None = None
+        if self.drafter.get("kind") == "model":
+            self._draft_consts = make_consts(MODEL_SHAPES.get(self.drafter["model"]), device,
+                                             self.tp, DTYPE_BYTES[dtype])
+        self._warned = False
+
+    # -- prediction ---------------------------------------------------------------------------
+
+    def iteration_time(self, batch: IterationBatch) -> np.ndarray:
+        """Seconds of one iteration per engine (E,), drafter included; 0 where ``n == 0``."""
+        n = np.asarray(batch.n, dtype=np.float64)
+        if not self._warned and self.ranges is not None:
+            self._check_range(batch, n)
+        t = forward_time(self.coefficients, self._consts, n, batch.q_sum, batch.q_max, batch.c_sum,
+                         batch.c_max, batch.qc_sum)
+        t = t + self._drafter_time(batch, n)
+        return np.where(n > 0, t, 0.0)
+
+    def prefill_time(self, prompt_lens: np.ndarray) -> float:
+        """Seconds to prefill these prompts together in one forward (no cached context)."""
+        q = np.asarray(prompt_lens, dtype=np.float64).reshape(-1)
+        if q.size == 0:
+            return 0.0
+        batch = IterationBatch.from_requests(q, np.zeros_like(q))
+        t = forward_time(self.coefficients, self._consts, batch.n, batch.q_sum, batch.q_max,
+                         batch.c_sum, batch.c_max, batch.qc_sum)
+        return float(t[0])
+
+    def _drafter_time(self, batch: IterationBatch, n: np.ndarray) -> np.ndarray | float:
+        d = self.drafter
+        draft = np.asarray(batch.draft_tokens, dtype=np.float64)
+        if d.get("kind") == "model" and self._draft_consts is not None:
+            # A draft model runs K sequential one-token decodes over the batch; K ~ draft / n.
+            steps = np.divide(draft, n, out=np.zeros_like(draft), where=n > 0)
+            one = forward_time(self.coefficients, self._draft_consts, n, n, np.ones_like(n),
+                               batch.c_sum, batch.c_max, batch.c_sum + n)
+            return steps * one
+        per_req = float(d.get("per_request_s", 0.0))
+        per_tok = float(d.get("per_token_s", 0.0))
+        if per_req == 0.0 and per_tok == 0.0:
+            return 0.0
+        return per_req * n + per_tok * draft
+
+    def _check_range(self, batch: IterationBatch, n: np.ndarray) -> None:
+        active = n > 0
+        if not active.any():
+            return
+        values = {"n": n, "q_max": np.asarray(batch.q_max), "c_max": np.asarray(batch.c_max)}
+        for name in RANGE_FIELDS:
+            lo, hi = self.ranges.get(name, (-math.inf, math.inf)) if self.ranges else (-math.inf, math.inf)
+            v = values[name][active]
+            if v.min() < lo or v.max() > hi:
+                self._warned = True
+                warnings.warn(
+                    f"cost profile {self.model}@{self.device.name} used outside its measured range: "
+                    f"{name} in [{v.min():g}, {v.max():g}], measured [{lo:g}, {hi:g}]; predictions "
+                    "there are extrapolations", RuntimeWarning, stacklevel=3)
+                return
+
+    def _default_kv_capacity(self) -> int:
+        k = self._consts
+        free = MEMORY_UTILIZATION * self.device.memory_bytes - k.weight_bytes
+        return max(0, int(free // k.kv_bytes_per_token))
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.model,
+            "kind": self.kind,
+            "device": self.device.to_dict(),
+            "dtype": self.dtype,
+            "tp": self.tp,
+            "shape": self.shape.to_dict(),
+            "coefficients": dict(self.coefficients),
+            "drafter": dict(self.drafter),
+            "kv_capacity_tokens": self.kv_capacity_tokens,
+            "heldout_mape": self.heldout_mape,
+            "ranges": self.ranges,
+            **self.extra,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the profile as strict JSON, atomically."""
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Any, *, file: str | Path | None = None) -> CostProfile:
+        """Validate a profile dict; every problem is one SpecrollError naming the field and fix."""
+        return _parse(d, None if file is None else str(file))
+
+    def __repr__(self) -> str:
+        mape = "n/a" if self.heldout_mape is None else f"{100 * self.heldout_mape:.1f}%"
+        return (f"CostProfile({self.model} on {self.device.name} x{self.tp} {self.dtype}, "
+                f"{self.kind}, held-out MAPE {mape})")
+
+
+_KNOWN_KEYS = {"format", "version", "model", "kind", "device", "dtype", "tp", "shape", "coefficients",
+               "drafter", "kv_capacity_tokens", "heldout_mape", "ranges"}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _parse(d: Any, file: str | None) -> CostProfile:
+    fix_doc = "see calibration/README.md for the profile format, or re-run `specroll calibrate`"
+    if not isinstance(d, dict):
+        raise SpecrollError("a cost profile must be a JSON object", file=file, fix=fix_doc)
+    if d.get("format", FORMAT) != FORMAT:
+        raise SpecrollError(f"not a cost profile (format {d.get('format')!r})", file=file,
+                            field="format", fix=f"pass a file with format '{FORMAT}'")
+    for key in ("model", "kind", "device", "dtype", "tp", "coefficients", "kv_capacity_tokens",
+                "heldout_mape", "ranges"):
+        if key not in d:
+            raise SpecrollError("missing", file=file, field=key, fix=fix_doc)
+    if d["kind"] not in KINDS:
+        raise SpecrollError(f"unknown kind {d['kind']!r}", file=file, field="kind",
+                            fix="use 'measured' or 'datasheet'")
+    if d["dtype"] not in DTYPE_BYTES:
+        raise SpecrollError(f"unknown dtype {d['dtype']!r}", file=file, field="dtype",
+                            fix=f"use one of: {', '.join(DTYPE_BYTES)}")
+    if not isinstance(d["tp"], int) or isinstance(d["tp"], bool) or d["tp"] < 1:
+        raise SpecrollError(f"must be an integer >= 1, got {d['tp']!r}", file=file, field="tp",
+                            fix="write the tensor-parallel degree")
+    shape = _parse_shape(d, file)
+    device = DeviceSpec.from_dict(d["device"], file=file)
+    coef = d["coefficients"]
+    if not isinstance(coef, dict):
+        raise SpecrollError("expected an object", file=file, field="coefficients", fix=fix_doc)
+    for name in COEF_NAMES:
+        if name not in coef:
+            raise SpecrollError("missing", file=file, field=f"coefficients.{name}", fix=fix_doc)
+        v = coef[name]
+        lo, hi = COEF_BOUNDS[name]
+        if not _finite(v) or not lo <= v <= hi:
+            raise SpecrollError(f"must be a finite number in [{lo:g}, {hi:g}], got {v!r}", file=file,
+                                field=f"coefficients.{name}", fix=fix_doc)
+    kv = d["kv_capacity_tokens"]
+    if not isinstance(kv, int) or isinstance(kv, bool) or kv < 0:
+        raise SpecrollError(f"must be an integer >= 0, got {kv!r}", file=file,
+                            field="kv_capacity_tokens", fix=fix_doc)
+    mape = d["heldout_mape"]
+    if mape is not None and (not _finite(mape) or mape < 0):
+        raise SpecrollError(f"must be a finite number >= 0 or null, got {mape!r}", file=file,
+                            field="heldout_mape", fix=fix_doc)
+    if d["kind"] == "measured" and mape is None:
+        raise SpecrollError("a measured profile must report its held-out error", file=file,
+                            field="heldout_mape", fix="re-run `specroll calibrate`")
+    ranges = _parse_ranges(d["ranges"], file)
+    drafter = d.get("drafter")
+    if drafter is not None:
+        _check_drafter(drafter, file)
+    extra = {k: v for k, v in d.items() if k not in _KNOWN_KEYS}
+    return CostProfile(shape=shape, device=device, dtype=d["dtype"], tp=d["tp"], kind=d["kind"],
+                       coefficients=coef, drafter=drafter, kv_capacity_tokens=kv, heldout_mape=mape,
+                       ranges=ranges, extra=extra, source=file)
+
+
+def _parse_shape(d: dict, file: str | None) -> ModelShape:
+    model = d["model"]
+    if not isinstance(model, str) or not model:
+        raise SpecrollError("must be a model shape name", file=file, field="model",
+                            fix=f"use one of: {', '.join(MODEL_SHAPES.names())}")
+    raw = d.get("shape")
+    if raw is None:
+        return MODEL_SHAPES.get(model, file=file, field="model")
+    if not isinstance(raw, dict):
+        raise SpecrollError("expected an object", file=file, field="shape", fix="write the model shape")
+    try:
+        shape = ModelShape(**raw)
+    except TypeError as exc:
+        raise SpecrollError(f"bad model shape ({exc})", file=file, field="shape",
+                            fix="write every ModelShape field (see calibration/_shapes.py)") from None
+    for f, v in raw.items():
+        if f not in ("name", "tied_embeddings") and (not isinstance(v, int) or v <= 0):
+            raise SpecrollError(f"must be a positive integer, got {v!r}", file=file, field=f"shape.{f}",
+                                fix="write the model's config value")
+    if shape.name != model:
+        raise SpecrollError(f"shape is '{shape.name}' but model is '{model}'", file=file,
+                            field="shape.name", fix="make them agree")
+    return shape
+
+
+def _parse_ranges(r: Any, file: str | None) -> dict[str, list[float]] | None:
+    if r is None:
+        return None
+    if not isinstance(r, dict):
+        raise SpecrollError("expected an object or null", file=file, field="ranges",
+                            fix="write {\"n\": [lo, hi], ...} or null")
+    out = {}
+    for name, pair in r.items():
+        if (not isinstance(pair, list) or len(pair) != 2 or not all(_finite(x) for x in pair)
+                or pair[0] > pair[1]):
+            raise SpecrollError(f"must be [lo, hi] with finite lo <= hi, got {pair!r}", file=file,
+                                field=f"ranges.{name}", fix="write the measured [min, max]")
+        out[name] = [float(pair[0]), float(pair[1])]
+    return out
+
+
+def _check_drafter(dr: Any, file: str | None) -> None:
+    if not isinstance(dr, dict):
+        raise SpecrollError("expected an object", file=file, field="drafter", fix="write the drafter cost")
+    if dr.get("kind") == "model":
+        MODEL_SHAPES.get(dr.get("model", ""), file=file, field="drafter.model")
+        return
+    for key in ("per_request_s", "per_token_s"):
+        v = dr.get(key, 0.0)
+        if not _finite(v) or v < 0:
+            raise SpecrollError(f"must be a finite number >= 0, got {v!r}", file=file,
+                                field=f"drafter.{key}", fix="write seconds")
