@@ -177,20 +177,27 @@ def perturb_weights(model: Any, eps: float, seed: int, step: int) -> None:
             p.mul_((1.0 + eps * noise).to(device=p.device, dtype=p.dtype))
 
 
-def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | None = None) -> RolloutResult:
-    """Run ``cfg.steps`` RL steps of rollouts; see :class:`RolloutConfig`. ``backend`` reuses a
-    loaded model (from :func:`load_backend` with the same model/device/dtype); ``on_tokens(n)`` is
-    called as tokens are generated (progress bars)."""
+def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | None = None,
+            drafter: Any = None, history: Any = None) -> RolloutResult:
+    """Run ``cfg.steps`` RL steps of rollouts; see :class:`RolloutConfig`.
+
+    ``backend`` reuses a loaded model (from :func:`load_backend` with the same model/device/dtype);
+    ``drafter`` / ``history`` (a Drafter and a LengthHistory) replace the ones ``cfg`` names, e.g.
+    to continue from earlier steps; ``on_tokens(n)`` is called as tokens are generated."""
     # Cheap checks first, so that a typo fails before the model loads.
     cfg.check()
     check_model(cfg.model)
     policy = _policy(cfg)
     prompts = _prompts(cfg)
-    from policies import LengthHistory, make_drafter
     from real_backend._engine import Engine
     from traces import Trace, TraceMeta
 
-    drafter = make_drafter(cfg.drafter, **cfg.drafter_params)
+    if drafter is None:
+        from policies import make_drafter
+        drafter = make_drafter(cfg.drafter, **cfg.drafter_params)
+    if history is None:
+        from policies import LengthHistory
+        history = LengthHistory(window=cfg.length_window)
     kmax = int(drafter.kmax)
     backend = backend or load_backend(cfg)
     model, tok, make_cache, ctx_limit, dtype = (backend.model, backend.tokenizer, backend.make_cache,
@@ -208,7 +215,6 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
     engine = Engine(model, make_cache(n_slots, max_ctx), max_batch=n_slots,
                     max_new_tokens=cfg.max_new_tokens, eos_ids=_eos_ids(tok), seed=cfg.seed,
                     temperature=cfg.temperature, top_p=cfg.top_p)
-    history = LengthHistory(window=cfg.length_window)
     rows: dict[str, list[Any]] = {k: [] for k in ("step", "prompt_id", "sample", "prompt_len", "response_len",
                                                    "finished", "prompt_token_ids", "token_ids")}
     iterations: list[dict[str, Any]] = []
@@ -246,7 +252,8 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
     meta = TraceMeta(max_response_len=cfg.max_new_tokens, source=f"rollout:{cfg.model} seed={cfg.seed}",
                      model=cfg.model, temperature=float(cfg.temperature),
                      extra={"top_p": cfg.top_p, "samples": cfg.samples, "perturb": cfg.perturb,
-                            "policy": policy.to_dict(), "drafter": cfg.drafter})
+                            "policy": policy.to_dict(),
+                            "drafter": getattr(drafter, "name", cfg.drafter)})
     trace = Trace.from_columns(meta, {k: np.asarray(v) if k not in ("prompt_token_ids", "token_ids") else v
                                       for k, v in rows.items()})
     summary = _summary(cfg, policy, steps_summary, dtype, kmax)

@@ -26,9 +26,11 @@ class ToyCache:
 
 
 class ToyLM(torch.nn.Module):
-    """logits(p) = (4 E[x_p] + sum_{p-4<i<=p} E[x_i]) W / 16, (p+1)/2 - 8 on EOS; exact in float32."""
+    """logits(p) = (4 E[x_p] + sum_{p-4<i<=p} E[x_i]) W / 16, and (p - last marker)/2 - 8 on EOS:
+    every value exact in float32."""
 
     WINDOW = 4
+    MARKER = 1
 
     def __init__(self, vocab: int = 48, dim: int = 8, seed: int = 0, eos_id: int = 0) -> None:
         super().__init__()
@@ -55,7 +57,8 @@ class ToyLM(torch.nn.Module):
         # A causal window over the last WINDOW cached positions: reads the cache the way attention
         # does (only the row's positions <= its own) while keeping the values small.
         col = torch.arange(cache.max_ctx, device=tokens.device)[None, None, :]
-        visible = (col <= pos[:, :, None]) & (col > pos[:, :, None] - self.WINDOW)
+        causal = col <= pos[:, :, None]
+        visible = causal & (col > pos[:, :, None] - self.WINDOW)
         if bool(((rows[:, None, :] < 0) & visible).any()):
             raise AssertionError("toy model attended an unwritten cache position")
         e = self.emb[rows.clamp(min=0)]                                      # [B, max_ctx, D]
@@ -64,25 +67,28 @@ class ToyLM(torch.nn.Module):
         logits = (h @ self.out) / 16.0
         # EOS grows likelier with length (exact: a count over a power of two), so rollouts end on
         # EOS at varied lengths and some run into the cap: a long tail in miniature.
-        logits[..., self.eos_id] += (pos + 1).float() / 2.0 - 8.0
+        # Counted from the last MARKER token (the chat template's "response starts here"), so that
+        # the response length, not the prompt length, drives it.
+        marker = torch.where(causal & (rows[:, None, :] == self.MARKER), col, -1).amax(-1)
+        logits[..., self.eos_id] += (pos - marker).float() / 2.0 - 8.0
         return logits
 
 
 class ToyTokenizer:
-    """Bytes folded into the toy vocabulary (ids 1..vocab-1; 0 is EOS), with a minimal chat
-    template, so that the whole rollout pipeline runs on the toy model in tests."""
+    """Bytes folded into the toy vocabulary (ids 2..vocab-1; 0 is EOS, 1 the response marker that
+    ends the chat template), so that the whole rollout pipeline runs on the toy model in tests."""
 
     def __init__(self, vocab: int = 48, eos_id: int = 0) -> None:
         self.vocab = vocab
         self.eos_token_id = eos_id
 
     def encode(self, text: str) -> list[int]:
-        return [1 + b % (self.vocab - 1) for b in text.encode("utf-8")]
+        return [2 + b % (self.vocab - 2) for b in text.encode("utf-8")]
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(chr(ord("!") + (int(i) - 1) % 90) for i in ids if int(i) != self.eos_token_id)
+        return "".join(chr(ord("!") + int(i) % 90) for i in ids if int(i) != self.eos_token_id)
 
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True
                             ) -> list[int]:
         text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
-        return self.encode(text + ("<assistant>" if add_generation_prompt else ""))
+        return self.encode(text) + ([ToyLM.MARKER] if add_generation_prompt else [])
