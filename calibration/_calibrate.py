@@ -11,6 +11,7 @@ import numpy as np
 
 from calibration._costmodel import DTYPE_BYTES, make_consts
 from calibration._devices import DeviceSpec
+from calibration._drafter_cost import measure_drafter_cost
 from calibration._fit import FEATURES, FitResult, fit_profile_coefficients
 from calibration._measure import TimingStep, build_grid, grid_spec, measure_grid, measure_peaks
 from calibration._profile import CostProfile
@@ -39,7 +40,7 @@ def default_step_factory() -> Callable[..., TimingStep]:
 def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, random_weights: bool = False,
               quick: bool = False, seed: int = 0, max_batch: int | None = None, max_ctx: int | None = None,
               step_factory: Callable[..., TimingStep] | None = None,
-              peaks: DeviceSpec | None = None) -> Calibration:
+              peaks: DeviceSpec | None = None, drafter: str | None = None) -> Calibration:
     """Measure ``model`` on ``device`` through the real backend's timing step and fit a profile."""
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     if dtype not in DTYPE_BYTES:
@@ -63,10 +64,25 @@ def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, rand
     dev = peaks or measure_peaks(device, dtype)
     say(f"calibrate: {len(grid)} grid points x ({spec.warmup} warm-up + {spec.repeats} repeats)")
     rows = measure_grid(step, grid, spec.warmup, spec.repeats)
-    return fit_rows(rows, shape, dev, dtype, seed=seed,
+    del step  # free the model before the drafter benchmark
+    cal = fit_rows(rows, shape, dev, dtype, seed=seed,
                     extra={"random_weights": random_weights, "quick": quick,
                            "grid": {"max_batch": max_batch, "max_ctx": max_ctx, "warmup": spec.warmup,
                                     "repeats": spec.repeats}})
+    if drafter:
+        cal.profile.drafter = drafter_cost(drafter)
+    return cal
+
+
+def drafter_cost(name: str) -> dict[str, Any]:
+    """Measured CPU cost of one of the policies package's model-free drafters."""
+    try:
+        from policies import make_drafter
+    except ImportError as exc:
+        raise SpecrollError(f"the policies package has no drafters yet ({exc})", field="--drafter",
+                            fix="leave out --drafter") from None
+    say(f"calibrate: drafter '{name}' cost")
+    return measure_drafter_cost(make_drafter(name))
 
 
 def fit_rows(rows: list[dict], shape: ModelShape, dev: DeviceSpec, dtype: str, *, seed: int = 0,

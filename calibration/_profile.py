@@ -102,7 +102,8 @@ class CostProfile:
         per_tok = float(d.get("per_token_s", 0.0))
         if per_req == 0.0 and per_tok == 0.0:
             return 0.0
-        return per_req * n + per_tok * draft
+        # Engines that draft nothing this iteration (autoregressive policy) never ask for proposals.
+        return np.where(draft > 0, per_req * n + per_tok * draft, 0.0)
 
     def _check_range(self, batch: IterationBatch, n: np.ndarray) -> None:
         active = n > 0

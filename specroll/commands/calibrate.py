@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a small grid (smoke test, ~1 minute on CPU)")
     p.add_argument("--max-batch", type=int, default=None)
     p.add_argument("--max-ctx", type=int, default=None)
+    p.add_argument("--drafter", default=None, help="also measure this drafter's CPU cost (suffix, ngram)")
     p.add_argument("--seed", type=int, default=0, help="grid order, skewed batches and held-out split")
     p.add_argument("--refit", default=None, metavar="MEASUREMENTS.parquet",
                    help="fit saved measurements again instead of measuring")
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         cal = fit_rows(rows, shape, dev, dtype, seed=args.seed, extra={"refit_of": Path(args.refit).name})
     else:
         cal = calibrate(args.model, args.device, args.dtype, random_weights=args.random_weights,
-                        quick=args.quick, seed=args.seed, max_batch=args.max_batch, max_ctx=args.max_ctx)
+                        quick=args.quick, seed=args.seed, max_batch=args.max_batch, max_ctx=args.max_ctx,
+                        drafter=args.drafter)
     cal.profile.save(out)
     meas = measurements_path(out)
     if not args.refit or Path(args.refit).resolve() != meas.resolve():
@@ -90,6 +92,10 @@ def _summary(prof) -> None:
     print(f"  device {prof.device.name}: {prof.device.peak_flops / 1e12:.3g} TFLOP/s, "
           f"{prof.device.mem_bw / 1e9:.3g} GB/s ({prof.device.source or 'datasheet'})")
     print(f"  KV capacity {prof.kv_capacity_tokens:,} tokens")
+    d = prof.drafter
+    if d.get("per_request_s") or d.get("per_token_s"):
+        print(f"  drafter {d.get('kind')}: {1e6 * d['per_request_s']:.1f} us/request + "
+              f"{1e6 * d['per_token_s']:.2f} us/draft token")
     by = prof.extra.get("heldout_by_regime")
     if prof.heldout_mape is None or not by:
         print("  kind=datasheet: a prediction with no measured error")

@@ -125,3 +125,55 @@ def test_cli_bad_inputs_exit_2_without_files(fake_backend, tmp_path, capsys) -> 
 def test_cli_show_builtin(capsys) -> None:
     assert main(["calibrate", "--show", "h100-sxm:qwen2.5-7b:tp2"]) == 0
     assert "datasheet" in capsys.readouterr().out
+
+
+class ListDrafter:
+    """A test double with the Drafter interface: proposes the continuation of the first rollout."""
+
+    name = "list"
+    kmax = 8
+
+    def __init__(self) -> None:
+        self.hist: dict[int, np.ndarray] = {}
+        self.out: dict[int, list[int]] = {}
+        self.pid: dict[int, int] = {}
+
+    def start_step(self, step: int) -> None:
+        pass
+
+    def add_rollout(self, step, prompt_id, prompt_tokens, response_tokens) -> None:
+        self.hist.setdefault(prompt_id, np.asarray(response_tokens))
+
+    def begin(self, rid, prompt_id, prompt_tokens) -> None:
+        self.out[rid], self.pid[rid] = [], prompt_id
+
+    def extend(self, rid, tokens) -> None:
+        self.out[rid].extend(int(t) for t in tokens)
+
+    def propose(self, rid):
+        h, o = self.hist[self.pid[rid]], self.out[rid]
+        k = len(o)
+        if k and k <= len(h) and list(h[:k][-3:]) == o[-3:]:
+            prop = h[k:k + self.kmax]
+        else:
+            prop = h[:0]
+        return prop.astype(np.int64), np.ones(len(prop), dtype=np.float32)
+
+    def end(self, rid) -> None:
+        del self.out[rid]
+
+
+def test_drafter_cost_measured_and_charged_only_when_drafting() -> None:
+    from calibration._drafter_cost import measure_drafter_cost
+
+    cost = measure_drafter_cost(ListDrafter(), n_prompts=4, samples=2, length=128)
+    assert cost["calls"] > 100 and 0 < cost["mean_proposal"] <= 8
+    assert cost["per_request_s"] >= 0 and cost["per_token_s"] >= 0
+    assert cost["per_request_s"] + cost["per_token_s"] > 0
+    d = load_profile("h100-sxm:qwen2.5-7b").to_dict()
+    d["drafter"] = {"kind": "suffix", "per_request_s": 1e-5, "per_token_s": 1e-6}
+    prof = CostProfile.from_dict(d)
+    q, c = np.array([1.0, 1.0]), np.array([100.0, 200.0])
+    plain = prof.iteration_time(IterationBatch.from_requests(q, c))[0]
+    drafting = prof.iteration_time(IterationBatch.from_requests(q, c, draft=np.array([3.0, 0.0])))[0]
+    assert drafting - plain == pytest.approx(2 * 1e-5 + 3 * 1e-6)
