@@ -1,0 +1,340 @@
+"""Acceptance sources: how many draft tokens a request accepts at each position.
+
+Every source turns one RL step's rollouts into a flat per-position match-length array ``match``
+(m_t of DESIGN.md §1: drafting K tokens at position t accepts min(K, m_t)), so the kernel's
+acceptance is one gather per iteration whatever the source:
+
+- ``trace``: exact replay of a trace's ``match_<drafter>`` (and ``conf_<drafter>``) columns;
+- ``parametric``: synthetic match lengths drawn ONCE per rollout from an acceptance model
+  (i.i.d. alpha, position-decaying alpha, or per-request alpha from a Beta), with an optional
+  drafter-confidence signal of configurable quality. The draws are keyed by
+  (seed, step, prompt_id, sample) with a counter-based hash, so every policy, every dispatch and
+  the oracle face the same realization (common random numbers).
+
+Both bake in the end of the response: m_t <= L - 1 - t (the target always adds one token), so the
+kernel never needs to clip an advance to the response length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from specroll.errors import SpecrollError
+from specroll.registry import Registry
+
+# Positions generated per chunk: keeps temporaries cache-sized and memory bounded at 4x scale.
+_CHUNK = 1 << 18
+
+
+@dataclass
+class StepRollouts:
+    """The rollouts of one RL step, in trace order (arrays of shape (R,))."""
+
+    step: int
+    prompt_id: np.ndarray
+    sample: np.ndarray
+    prompt_len: np.ndarray
+    response_len: np.ndarray
+    finished: np.ndarray
+    match: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """drafter -> (flat int values, offsets (R+1,)) of the trace's match_<drafter> column."""
+    conf: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """drafter -> (flat float32 values, offsets (R+1,)) of conf_<drafter> (row-major (L, kmax))."""
+    kmax: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.response_len.shape[0])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """int64 (R+1,): start of each rollout in the flat per-position arrays."""
+        off = np.zeros(self.n + 1, dtype=np.int64)
+        np.cumsum(self.response_len, out=off[1:])
+        return off
+
+
+@dataclass
+class StepAcceptance:
+    """Per-position acceptance data of one step, flat over rollouts (see ``StepRollouts.offsets``).
+
+    ``match`` has ``kmax + 1`` padding entries at the end so gathers past a response never fail.
+    """
+
+    match: np.ndarray
+    """int8 (total + pad,): m_t, already clipped to kmax and to the response end."""
+    offsets: np.ndarray
+    kmax: int
+    proposal_len: np.ndarray | None = None
+    """int8 per position: the drafter's proposal length (None: always kmax)."""
+    conf_builder: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+    """Builds the per-position confidence, 1-D (parametric) or 2-D (trace), on first use."""
+    _conf: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def has_confidence(self) -> bool:
+        return self.conf_builder is not None
+
+    def conf_at(self, pos: np.ndarray) -> np.ndarray:
+        """float32 (n, kmax): confidence of each proposed token for requests at flat positions pos."""
+        if self._conf is None:
+            assert self.conf_builder is not None
+            self._conf = self.conf_builder()
+        if self._conf.ndim == 2:
+            return self._conf[pos]
+        return self._conf[pos[:, None] + np.arange(self.kmax)]
+
+
+class AcceptanceSource:
+    """Builds a step's :class:`StepAcceptance`; parameters come from the config's [acceptance]."""
+
+    name = "base"
+
+    def prepare(self, rollouts: StepRollouts, seed: int) -> StepAcceptance:
+        raise NotImplementedError
+
+
+ACCEPTANCE: Registry[Callable[..., AcceptanceSource]] = Registry("acceptance source")
+
+
+def make_acceptance(name: str, params: dict[str, Any] | None = None, *, file: str | None = None
+                    ) -> AcceptanceSource:
+    factory = ACCEPTANCE.get(name, file=file, field="acceptance.source")
+    try:
+        return factory(**(params or {}))
+    except TypeError as exc:
+        raise SpecrollError(f"acceptance source '{name}': {exc}", file=file, field="acceptance",
+                            fix="see docs/simulator.md for its parameters") from None
+
+
+# --- counter-based hashing: uniform draws keyed by (seed, step, prompt_id, sample, position) ------
+
+_GOLDEN = np.uint32(0x9E3779B9)
+
+
+def _fmix32(x: np.ndarray) -> np.ndarray:
+    """murmur3's finalizer, in place on uint32: a bijection with good avalanche."""
+    tmp = np.empty_like(x)
+    for shift, mult in ((16, 0x85EBCA6B), (13, 0xC2B2AE35), (16, 0)):
+        np.right_shift(x, np.uint32(shift), out=tmp)
+        x ^= tmp
+        if mult:
+            x *= np.uint32(mult)
+    return x
+
+
+def rollout_keys(seed: int, step: int, prompt_id: np.ndarray, sample: np.ndarray, stream: int
+                 ) -> np.ndarray:
+    """uint32 (R,): one key per rollout and random stream, independent of dispatch and policy."""
+    with np.errstate(over="ignore"):
+        pid = np.asarray(prompt_id, dtype=np.int64).astype(np.uint64)
+        x = _fmix32(np.full(pid.shape, (seed * 0x2545F491 + stream * 0x68E31DA4) & 0xFFFFFFFF,
+                            dtype=np.uint32) ^ np.uint32(step & 0xFFFFFFFF))
+        x = _fmix32(x ^ (pid & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+        x = _fmix32(x ^ (pid >> np.uint64(32)).astype(np.uint32))
+        x = _fmix32(x ^ np.asarray(sample, dtype=np.int64).astype(np.uint32))
+    return x
+
+
+def _position_bits(keys: np.ndarray, lens: np.ndarray, local_start: np.ndarray) -> np.ndarray:
+    """uint32 hash of (key, position) for every position of the given rollouts, concatenated."""
+    total = int(lens.sum())
+    with np.errstate(over="ignore"):
+        base = keys - (local_start.astype(np.uint32) * _GOLDEN)
+        x = np.repeat(base, lens)
+        x += np.arange(total, dtype=np.uint32) * _GOLDEN
+    return _fmix32(x)
+
+
+def _to_unit(bits: np.ndarray) -> np.ndarray:
+    return (bits >> np.uint32(8)).astype(np.float32) * np.float32(1.0 / (1 << 24))
+
+
+def match_from_failures(fail: np.ndarray, kmax: int) -> np.ndarray:
+    """m_t = min(kmax, run of non-failing positions from t) as int8; ``fail`` is bool.
+
+    kmax shifted ANDs on bytes: far cheaper than a reverse scan, since m is capped at kmax.
+    """
+    n = fail.shape[0]
+    ok = np.zeros(n + kmax, dtype=np.uint8)
+    np.logical_not(fail, out=ok[:n].view(bool))
+    alive = ok[:n].copy()
+    m = alive.copy()
+    for i in range(1, kmax):
+        alive &= ok[i:n + i]
+        m += alive
+    return m.view(np.int8)
+
+
+def _chunks(lens: np.ndarray) -> list[tuple[int, int]]:
+    """Split rollouts [0, R) into consecutive runs of about _CHUNK positions."""
+    ends = np.cumsum(lens)
+    cuts = np.searchsorted(ends, np.arange(_CHUNK, int(ends[-1]) if len(ends) else 0, _CHUNK),
+                           side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [len(lens)]]))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+@ACCEPTANCE.register("parametric")
+class ParametricAcceptance(AcceptanceSource):
+    """Synthetic match lengths from a per-token acceptance model (see module docstring).
+
+    Each response token j has a latent acceptance probability p_j and is accepted when
+    u_j < p_j (u_j a keyed uniform); m_t is the run of accepted tokens from t, capped at kmax.
+    - ``model="iid"``: p_j = alpha.
+    - ``model="decay"``: p_j = alpha_end + (alpha - alpha_end) * exp(-t / decay_tokens).
+    - ``model="beta"``: alpha_r ~ Beta with mean ``alpha`` and ``concentration`` per request.
+    - ``spread`` in [0, 1] makes p_j vary token to token around its mean (p = (1-s)*a + s*v^c,
+      v uniform, c = (1-a)/a, which keeps the mean a): what a confidence signal can exploit.
+    - ``confidence=True`` exposes p_j + uniform noise of half-width ``conf_noise`` as the
+      drafter's per-token probability (policies read it via PolicyState.draft_conf).
+    """
+
+    name = "parametric"
+
+    def __init__(self, model: str = "iid", alpha: float = 0.7, kmax: int = 8, decay_tokens: float = 4096.0,
+                 alpha_end: float = 0.3, concentration: float = 10.0, spread: float = 0.0,
+                 confidence: bool = False, conf_noise: float = 0.0) -> None:
+        if model not in ("iid", "decay", "beta"):
+            raise SpecrollError(f"unknown parametric model '{model}'", field="acceptance.model",
+                                fix="use one of: iid, decay, beta")
+        for name, value in (("alpha", alpha), ("alpha_end", alpha_end), ("spread", spread)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise SpecrollError(f"{name} must be in [0, 1], got {value}", field=f"acceptance.{name}")
+        if not 0.0 < float(alpha) < 1.0:
+            raise SpecrollError(f"alpha must be in (0, 1), got {alpha}", field="acceptance.alpha")
+        if int(kmax) < 1 or int(kmax) > 64:
+            raise SpecrollError(f"kmax must be in [1, 64], got {kmax}", field="acceptance.kmax")
+        if float(decay_tokens) <= 0 or float(concentration) <= 0 or float(conf_noise) < 0:
+            raise SpecrollError("decay_tokens and concentration must be > 0, conf_noise >= 0",
+                                field="acceptance")
+        self.model, self.alpha, self.kmax = model, float(alpha), int(kmax)
+        self.decay_tokens, self.alpha_end = float(decay_tokens), float(alpha_end)
+        self.concentration, self.spread = float(concentration), float(spread)
+        self.confidence, self.conf_noise = bool(confidence), float(conf_noise)
+
+    def _request_alpha(self, ro: StepRollouts, seed: int) -> np.ndarray:
+        if self.model != "beta":
+            return np.full(ro.n, self.alpha)
+        from scipy.special import betaincinv
+
+        u = _to_unit(rollout_keys(seed, ro.step, ro.prompt_id, ro.sample, stream=7)).astype(np.float64)
+        a = self.alpha * self.concentration
+        b = (1.0 - self.alpha) * self.concentration
+        return np.clip(betaincinv(a, b, np.clip(u, 1e-7, 1 - 1e-7)), 1e-4, 1 - 1e-4)
+
+    def _latent_p(self, ro: StepRollouts, seed: int, req_alpha: np.ndarray, lo: int, hi: int,
+                  lens: np.ndarray) -> np.ndarray | float:
+        """float32 per-position p_j of rollouts [lo, hi), or a scalar when it is constant."""
+        constant = self.model == "iid" and self.spread == 0.0
+        if constant:
+            return self.alpha
+        local = np.arange(int(lens.sum()), dtype=np.float32) - np.repeat(
+            (np.cumsum(lens) - lens).astype(np.float32), lens)
+        if self.model == "decay":
+            decay = np.exp(-local / np.float32(self.decay_tokens))
+            mean = self.alpha_end + (self.alpha - self.alpha_end) * decay
+        else:
+            mean = np.repeat(req_alpha[lo:hi].astype(np.float32), lens)
+        if self.spread == 0.0:
+            return mean.astype(np.float32)
+        keys = rollout_keys(seed, ro.step, ro.prompt_id[lo:hi], ro.sample[lo:hi], stream=2)
+        v = _to_unit(_position_bits(keys, lens, np.zeros(hi - lo, np.int64)))
+        c = (1.0 - mean) / np.maximum(mean, 1e-6)
+        return ((1.0 - self.spread) * mean + self.spread * v ** c).astype(np.float32)
+
+    def prepare(self, rollouts: StepRollouts, seed: int) -> StepAcceptance:
+        ro = rollouts
+        lens = ro.response_len.astype(np.int64)
+        offsets = ro.offsets
+        total = int(offsets[-1])
+        match = np.zeros(total + self.kmax + 1, dtype=np.int8)
+        req_alpha = self._request_alpha(ro, seed)
+        keys = rollout_keys(seed, ro.step, ro.prompt_id, ro.sample, stream=1)
+        zeros = np.zeros(ro.n, np.int64)
+        for lo, hi in _chunks(lens):
+            ln = lens[lo:hi]
+            bits = _position_bits(keys[lo:hi], ln, zeros[lo:hi])
+            p = self._latent_p(ro, seed, req_alpha, lo, hi, ln)
+            if np.isscalar(p):
+                fail = bits >= np.uint32(min(int(p * 2.0**32), 2**32 - 1))
+            else:
+                fail = _to_unit(bits) >= p
+            fail[np.cumsum(ln) - 1] = True  # the last token is always the target's own
+            match[offsets[lo]:offsets[hi]] = match_from_failures(fail, self.kmax)
+        builder = None
+        if self.confidence:
+            def builder() -> np.ndarray:
+                return self._observed_conf(ro, seed, req_alpha, total)
+        return StepAcceptance(match=match, offsets=offsets, kmax=self.kmax, conf_builder=builder)
+
+    def _observed_conf(self, ro: StepRollouts, seed: int, req_alpha: np.ndarray, total: int) -> np.ndarray:
+        lens = ro.response_len.astype(np.int64)
+        offsets = ro.offsets
+        conf = np.zeros(total + self.kmax + 1, dtype=np.float32)
+        keys = rollout_keys(seed, ro.step, ro.prompt_id, ro.sample, stream=3)
+        zeros = np.zeros(ro.n, np.int64)
+        for lo, hi in _chunks(lens):
+            ln = lens[lo:hi]
+            p = self._latent_p(ro, seed, req_alpha, lo, hi, ln)
+            p = np.full(int(ln.sum()), p, np.float32) if np.isscalar(p) else p
+            if self.conf_noise > 0:
+                noise = _to_unit(_position_bits(keys[lo:hi], ln, zeros[lo:hi])) * 2.0 - 1.0
+                p = np.clip(p + np.float32(self.conf_noise) * noise, 0.0, 1.0)
+            conf[offsets[lo]:offsets[hi]] = p
+        return conf
+
+
+@ACCEPTANCE.register("trace")
+class TraceAcceptance(AcceptanceSource):
+    """Exact replay of a trace's match_<drafter> column (and conf_<drafter> when present)."""
+
+    name = "trace"
+
+    def __init__(self, drafter: str = "suffix", kmax: int | None = None) -> None:
+        self.drafter = str(drafter)
+        self.kmax = None if kmax is None else int(kmax)
+
+    def prepare(self, rollouts: StepRollouts, seed: int) -> StepAcceptance:
+        ro = rollouts
+        if self.drafter not in ro.match:
+            have = ", ".join(sorted(ro.match)) or "none"
+            raise SpecrollError(
+                f"the trace has no column 'match_{self.drafter}' (match columns: {have})",
+                field="acceptance.drafter",
+                fix="run `specroll trace match` on the trace, or use source = \"parametric\"")
+        kmax = self.kmax or ro.kmax.get(self.drafter) or 8
+        values, voff = ro.match[self.drafter]
+        lens = ro.response_len.astype(np.int64)
+        offsets = ro.offsets
+        if not np.array_equal(np.diff(voff), lens):
+            raise SpecrollError(f"match_{self.drafter} lengths differ from response_len",
+                                field=f"match_{self.drafter}", fix="recompute the match lengths")
+        total = int(offsets[-1])
+        remaining = np.repeat(offsets[1:], lens) - np.arange(total) - 1  # L - 1 - t
+        m = np.minimum(np.minimum(values.astype(np.int64), remaining), kmax)
+        match = np.zeros(total + kmax + 1, dtype=np.int8)
+        match[:total] = np.maximum(m, 0)
+        acc = StepAcceptance(match=match, offsets=offsets, kmax=kmax)
+        if self.drafter in ro.conf:
+            cvals, _ = ro.conf[self.drafter]
+            ckmax = ro.kmax.get(self.drafter) or kmax
+            width = min(kmax, ckmax)
+            rows = cvals.reshape(total, ckmax)[:, :width]
+            plen = np.zeros(total + kmax + 1, dtype=np.int8)
+            plen[:total] = (rows > 0).sum(axis=1)
+            # m_t <= proposal length by the schema; enforce it so bad traces cannot over-accept.
+            np.minimum(acc.match, plen, out=acc.match)
+            acc.proposal_len = plen
+
+            def conf2d() -> np.ndarray:  # (total + pad, kmax): built only if a policy reads it
+                out = np.zeros((total + kmax + 1, kmax), dtype=np.float32)
+                out[:total, :width] = rows
+                return out
+
+            acc.conf_builder = conf2d
+        return acc

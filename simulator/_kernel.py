@@ -1,0 +1,330 @@
+"""The vectorized engine kernel: every engine's decode iterations of one RL step, advanced together.
+
+Inside an RL step engines do not interact until the barrier, so one kernel iteration runs the
+next iteration of EVERY engine at once; each engine keeps its own simulated clock. Per-request
+state lives in one int64 matrix (one row per field, one column per active request, columns
+grouped by engine in contiguous segments) so that compaction and admission are one fancy index
+for all fields at once. The hot path is a few dozen numpy calls per kernel iteration whatever the
+number of engines; finishing, admission (continuous batching with max batch + KV budget, prefill
+on admission) and KV preemption run in a slower path only on iterations where they happen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from calibration import IterationBatch
+from policies import Feedback, Policy, PolicyState
+from simulator._acceptance import StepAcceptance, StepRollouts
+
+# Rows of the request matrix. GEN, POS and CTX are adjacent: one in-place add advances all three.
+ENG, GID, GEN, POS, CTX, LEN, PLEN, LASTK, LASTACC = range(9)
+_NROWS = 9
+PRED, EMA = range(2)
+_EMA_DECAY = 0.8  # weight of the past in accept_ema
+
+
+@dataclass
+class EngineSpec:
+    n_engines: int
+    max_batch: int
+    kv_capacity: int
+    """KV-cache tokens one engine holds (CostProfile.kv_capacity_tokens)."""
+    kv_watermark: float = 0.01
+    """fraction of the KV budget admission keeps free (vLLM's watermark), to limit preemption."""
+
+
+@dataclass
+class StepOutcome:
+    """What one RL step's rollout phase did (per rollout arrays in trace order)."""
+
+    engine: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
+    iterations: np.ndarray
+    preemptions: np.ndarray
+    engine_busy_s: np.ndarray
+    engine_iterations: np.ndarray
+    engine_prefill_s: np.ndarray
+    drafted: int = 0
+    accepted: int = 0
+    request_iterations: int = 0
+    kernel_iterations: int = 0
+    timeline: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def rollout_s(self) -> float:
+        return float(self.end_s.max()) if self.end_s.size else 0.0
+
+
+class _Timeline:
+    """Per-engine samples every ``every`` kernel iterations (batch size and iteration time)."""
+
+    def __init__(self, every: int) -> None:
+        self.every = max(1, int(every))
+        self.rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, it: int, clock: np.ndarray, cnt: np.ndarray, t: np.ndarray) -> None:
+        self.rows.append((it, clock.copy(), cnt.copy(), t.copy()))
+
+    def arrays(self, n_engines: int) -> dict[str, np.ndarray]:
+        if not self.rows:
+            return {}
+        k = len(self.rows)
+        return {
+            "kernel_iteration": np.repeat(np.array([r[0] for r in self.rows], np.int64), n_engines),
+            "engine": np.tile(np.arange(n_engines, dtype=np.int32), k),
+            "time_s": np.concatenate([r[1] for r in self.rows]),
+            "batch_size": np.concatenate([r[2] for r in self.rows]).astype(np.int32),
+            "iter_time_s": np.concatenate([r[3] for r in self.rows]),
+        }
+
+
+class StepKernel:
+    """Runs one RL step's rollouts on all engines; see the module docstring."""
+
+    def __init__(self, ro: StepRollouts, acc: StepAcceptance, engine_of: np.ndarray, queue: np.ndarray,
+                 predicted: np.ndarray, spec: EngineSpec, cost: Any, policy: Policy, *, step: int,
+                 rid_base: int, max_len: int, timeline_points: int = 2000) -> None:
+        self.ro, self.acc, self.spec, self.cost, self.policy = ro, acc, spec, cost, policy
+        self.step, self.rid_base, self.max_len = step, rid_base, max_len
+        E = spec.n_engines
+        R = ro.n
+        self.engine_of = engine_of.astype(np.int64)
+        self.predicted = predicted.astype(np.float64)
+        # Static per-engine admission queues: `queue` lists rollouts grouped by engine, in order.
+        self.queue = queue.astype(np.int64)
+        counts = np.bincount(self.engine_of, minlength=E)
+        self.qptr = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self.qend = self.qptr + counts
+        self.requeued: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(E)]
+        self.n_requeued = 0
+        # engine iteration count at admission, minus iterations run before a preemption
+        self.start_iter = np.zeros(R, np.int64)
+        self.cnt = np.zeros(E, np.int64)
+        self.clock = np.zeros(E)
+        self.iters = np.zeros(E, np.int64)
+        self.prefill_s = np.zeros(E)
+        self.S = np.empty((_NROWS, 0), np.int64)
+        self.F = np.empty((2, 0), np.float64)
+        self.out = StepOutcome(
+            engine=self.engine_of.astype(np.int32), start_s=np.full(R, np.nan), end_s=np.full(R, np.nan),
+            iterations=np.zeros(R, np.int64), preemptions=np.zeros(R, np.int32),
+            engine_busy_s=self.clock, engine_iterations=self.iters, engine_prefill_s=self.prefill_s)
+        max_resp = int(ro.response_len.max()) if R else 1
+        self.timeline = _Timeline(-(-max_resp // max(1, timeline_points)))
+
+    # --- slow path: admission, finishing, preemption -------------------------------------------
+    def _segments(self) -> None:
+        """Recompute the engine segments after the request matrix changed shape."""
+        self.active = np.flatnonzero(self.cnt > 0)
+        self.seg = (np.cumsum(self.cnt) - self.cnt)[self.active]
+        self.act_mask = (self.cnt > 0).astype(np.int64)
+        self.n_act = self.cnt[self.active].astype(np.float64)
+        self.pending = int((self.qend - self.qptr).sum()) + self.n_requeued
+
+    def _new_columns(self, rows: np.ndarray, e: int) -> tuple[np.ndarray, np.ndarray]:
+        ro = self.ro
+        S = np.zeros((_NROWS, rows.shape[0]), np.int64)
+        S[ENG] = e
+        S[GID] = self.rid_base + rows
+        S[POS] = self.acc.offsets[rows]
+        S[CTX] = ro.prompt_len[rows]
+        S[LEN] = ro.response_len[rows]
+        S[PLEN] = ro.prompt_len[rows]
+        F = np.empty((2, rows.shape[0]))
+        F[PRED] = self.predicted[rows]
+        F[EMA] = np.nan
+        return S, F
+
+    def _admit(self, engines: np.ndarray) -> None:
+        """Fill free slots of ``engines`` from their queues (requeued first), charging prefill."""
+        spec = self.spec
+        kv_now = np.bincount(self.S[ENG], weights=self.S[CTX], minlength=spec.n_engines)
+        budget = spec.kv_capacity * (1.0 - spec.kv_watermark)
+        add_S, add_F = [], []
+        for e in engines.tolist():
+            free = spec.max_batch - int(self.cnt[e])
+            kv_left = budget - kv_now[e]
+            taken_S, taken_F = [], []
+            while free > 0 and self.requeued[e]:
+                colS, colF = self.requeued[e][0]
+                if kv_left < colS[CTX] and (taken_S or self.cnt[e] > 0):
+                    break
+                self.requeued[e].pop(0)
+                self.n_requeued -= 1
+                loc = colS[GID] - self.rid_base
+                self.start_iter[loc] = self.iters[e] - self.out.iterations[loc]
+                taken_S.append(colS[:, None])
+                taken_F.append(colF[:, None])
+                kv_left -= colS[CTX]
+                free -= 1
+            if free > 0 and self.qptr[e] < self.qend[e] and not self.requeued[e]:
+                cand = self.queue[self.qptr[e]:min(self.qend[e], self.qptr[e] + free)]
+                need = np.cumsum(self.ro.prompt_len[cand])
+                take = int(np.searchsorted(need, kv_left, side="right"))
+                if take == 0 and not taken_S and self.cnt[e] == 0:
+                    take = 1  # an idle engine always makes progress, even over budget
+                if take:
+                    rows = cand[:take]
+                    self.qptr[e] += take
+                    self.out.start_s[rows] = self.clock[e]
+                    s, f = self._new_columns(rows, e)
+                    self.start_iter[rows] = self.iters[e]
+                    taken_S.append(s)
+                    taken_F.append(f)
+            if not taken_S:
+                continue
+            s = np.concatenate(taken_S, axis=1)
+            f = np.concatenate(taken_F, axis=1)
+            t_pf = float(self.cost.prefill_time(s[CTX].astype(np.int64)))
+            self.clock[e] += t_pf
+            self.prefill_s[e] += t_pf
+            self.cnt[e] += s.shape[1]
+            add_S.append(s)
+            add_F.append(f)
+        if add_S:
+            S = np.concatenate([self.S, *add_S], axis=1)
+            F = np.concatenate([self.F, *add_F], axis=1)
+            order = np.argsort(S[ENG], kind="stable")
+            self.S, self.F = S[:, order], F[:, order]
+        self._segments()
+
+    def _finish(self, done: np.ndarray) -> None:
+        S = self.S
+        eng = S[ENG, done]
+        loc = S[GID, done] - self.rid_base
+        self.out.end_s[loc] = self.clock[eng]
+        self.out.iterations[loc] = self.iters[eng] - self.start_iter[loc]
+        keep = ~done
+        self.S, self.F = S[:, keep], self.F[:, keep]
+        self.cnt -= np.bincount(eng, minlength=self.spec.n_engines)
+        if self.pending:
+            waiting = np.unique(eng)
+            has_queue = (self.qptr[waiting] < self.qend[waiting]) | np.array(
+                [bool(self.requeued[e]) for e in waiting.tolist()], dtype=bool)
+            if has_queue.any():
+                self._admit(waiting[has_queue])
+                return
+        self._segments()
+
+    def _preempt(self, kv: np.ndarray) -> None:
+        """Evict the latest-admitted requests of engines whose KV overflows (vLLM recompute)."""
+        cap = self.spec.kv_capacity
+        S = self.S
+        drop = np.zeros(S.shape[1], bool)
+        starts = np.concatenate([[0], np.cumsum(self.cnt)])
+        for e in np.flatnonzero(kv > cap).tolist():
+            over = kv[e] - cap
+            j = int(starts[e + 1]) - 1
+            while over > 0 and j > int(starts[e]):  # keep at least one request running
+                drop[j] = True
+                over -= S[CTX, j]
+                self.cnt[e] -= 1
+                loc = S[GID, j] - self.rid_base
+                self.out.preemptions[loc] += 1
+                # Progress made so far is kept; start_iter is rebased on readmission.
+                col = S[:, j].copy()
+                self.out.iterations[loc] = self.iters[e] - self.start_iter[loc]
+                self.requeued[e].insert(0, (col, self.F[:, j].copy()))
+                self.n_requeued += 1
+                j -= 1
+        if drop.any():
+            self.S, self.F = S[:, ~drop], self.F[:, ~drop]
+            self._segments()
+
+    # --- the hot loop -----------------------------------------------------------------------------
+    def run(self) -> StepOutcome:
+        """Advance all engines until every rollout of the step has finished."""
+        spec, acc, policy, cost, out = self.spec, self.acc, self.policy, self.cost, self.out
+        E = spec.n_engines
+        match, plen_at, kmax = acc.match, acc.proposal_len, acc.kmax
+        cap = float(spec.kv_capacity)
+        # (k+1)(k+2)/2: the causal (query, key) pairs inside a (k+1)-token verify, by k.
+        tri = (np.arange(kmax + 1) + 1) * (np.arange(kmax + 1) + 2) // 2
+        last_t = np.zeros(E)
+        self._admit(np.arange(E))
+        tl = self.timeline
+        it = drafted = accepted = req_iters = prev_ksum = 0
+        while self.S.shape[1]:
+            S, F, active, seg, n_act = self.S, self.F, self.active, self.seg, self.n_act
+            eng, pos, ctx = S[ENG], S[POS], S[CTX]
+            n = S.shape[1]
+            m = match[pos]
+            # Engine-level quantities are computed over active engines only (A <= E), then scattered.
+            c_sum = np.add.reduceat(ctx, seg).astype(np.float64)
+            kv_used = np.zeros(E)
+            kv_used[active] = c_sum / cap
+            conf_fn = None
+            if acc.has_confidence:
+                conf_fn = _conf_thunk(acc, pos)
+            state = PolicyState(
+                engine=eng, request=S[GID], generated=S[GEN], prompt_len=S[PLEN], predicted_len=F[PRED],
+                last_drafted=S[LASTK], last_accepted=S[LASTACC], accept_ema=F[EMA],
+                batch_size=self.cnt, kv_used=kv_used, iteration=self.iters, last_iter_time=last_t,
+                kmax=kmax, max_len=self.max_len, step=self.step, conf_fn=conf_fn, match_len=m)
+            k = np.minimum(policy.decide(state), plen_at[pos] if plen_at is not None else kmax)
+            np.maximum(k, 0, out=k)
+            draft = np.add.reduceat(k, seg)
+            ksum = int(draft.sum())
+            c_max = np.maximum.reduceat(ctx, seg).astype(np.float64)
+            if ksum:
+                a = np.minimum(k, m)
+                qc = (k + 1) * ctx
+                qc += tri[k]
+                draft = draft.astype(np.float64)
+                batch = IterationBatch(
+                    n=n_act, q_sum=n_act + draft, q_max=np.maximum.reduceat(k, seg) + 1.0,
+                    c_sum=c_sum, c_max=c_max, qc_sum=np.add.reduceat(qc, seg).astype(np.float64),
+                    draft_tokens=draft)
+                accepted += int(a.sum())
+            else:
+                a = k  # all zeros
+                batch = IterationBatch(n=n_act, q_sum=n_act, q_max=np.ones_like(n_act), c_sum=c_sum,
+                                       c_max=c_max, qc_sum=c_sum + n_act, draft_tokens=np.zeros_like(n_act))
+            t_act = cost.iteration_time(batch)
+            t = np.zeros(E)
+            t[active] = t_act
+            if it % tl.every == 0:
+                tl.add(it, self.clock, self.cnt, t)
+            self.clock += t
+            self.iters += self.act_mask
+            drafted += ksum
+            req_iters += n
+            it += 1
+            policy.observe(state, Feedback(k=k, accepted=a, iter_time=t))
+            last_t = t
+            S[GEN:CTX + 1] += a + 1
+            if ksum:
+                S[LASTK] = k
+                S[LASTACC] = a
+                ema = F[EMA]
+                ratio = a / np.maximum(k, 1)
+                upd = np.where(np.isnan(ema), ratio, _EMA_DECAY * ema + (1.0 - _EMA_DECAY) * ratio)
+                F[EMA] = np.where(k > 0, upd, ema)
+            elif prev_ksum:
+                S[LASTK] = 0
+                S[LASTACC] = 0
+            prev_ksum = ksum
+            done = S[GEN] >= S[LEN]
+            if done.any():
+                self._finish(done)
+            # KV grows by at most the verified tokens: only then look for engines to preempt.
+            if (c_sum + batch.q_sum).max() > cap and self.S.shape[1]:
+                kv = np.bincount(self.S[ENG], weights=self.S[CTX], minlength=E)
+                if (kv > cap).any():
+                    self._preempt(kv)
+        tl.add(it, self.clock, self.cnt, np.zeros(E))
+        out.drafted, out.accepted = drafted, accepted
+        out.request_iterations, out.kernel_iterations = req_iters, it
+        out.timeline = tl.arrays(E)
+        return out
+
+
+def _conf_thunk(acc: StepAcceptance, pos: np.ndarray):
+    """A PolicyState.conf_fn bound to this iteration's positions (gathered only if read)."""
+    frozen = pos.copy()
+    return lambda: acc.conf_at(frozen)
