@@ -1,13 +1,19 @@
 """The real backend: a lean Llama model on CPU or GPU running the same policies as the simulator.
 
+Model side: :func:`load_model` (SmolLM2-135M from its GGUF, or random-weight timing shapes),
+:class:`Transformer`, :class:`KVCache`, :class:`ModelConfig`, :func:`load_tokenizer`, :func:`model_file`.
+
 Engine side (engine, workload, rollouts): :class:`Engine`, :func:`rollout`, :class:`RolloutConfig`,
 :class:`RolloutResult`, :func:`load_backend`, :func:`arithmetic_prompts`, :func:`load_prompts_file`,
 :func:`check_answer`, and the exact-arithmetic :class:`ToyLM` for tests.
 """
 
-# --- engine side (engineer E) ---
+# Model side (engineer M): _gguf, _model, _tokenizer, _sampling, _timing, _graphs; the rest is E's.
 from real_backend._engine import Engine, RolloutOutput, StepOutput
+from real_backend._gguf import model_file
+from real_backend._model import KVCache, ModelConfig, Transformer, load_model
 from real_backend._rollout import Backend, RolloutConfig, RolloutResult, load_backend, rollout
+from real_backend._tokenizer import Tokenizer, load_tokenizer
 from real_backend._toy import ToyLM, ToyTokenizer
 from real_backend._workload import (
     Prompt,
@@ -19,6 +25,15 @@ from real_backend._workload import (
 )
 
 __all__ = [
+    # model side (engineer M)
+    "KVCache",
+    "ModelConfig",
+    "Tokenizer",
+    "Transformer",
+    "load_model",
+    "load_tokenizer",
+    "model_file",
+    # engine side (engineer E)
     "Backend",
     "Engine",
     "Prompt",

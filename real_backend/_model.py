@@ -1,0 +1,301 @@
+"""A lean Llama-family decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU, tied embeddings)
+over a static KV cache with one slot per request, in the gpt-fast style.
+
+The engine calls ``model(tokens, slots, start, cache)`` for prefill, decode and verification
+alike: every row has its own start (cached length) and may be right-padded to the batch's query
+length Q. Attention reads each row's cache only up to the batch's maximum context ``c_max``
+(not the allocated ``max_ctx``), so the cost of a step tracks the bytes it really needs.
+
+Shapes: B rows, Q query tokens, C = c_max cached positions read, D model width, H query heads,
+Hkv key/value heads, G = H / Hkv, hd head dim, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specroll.errors import SpecrollError
+
+SMOLLM = "smollm2-135m"
+# RoPE bases of the random-weight timing shapes (their published configs); timing does not depend on it.
+_ROPE_THETA = {"qwen2.5": 1_000_000.0, "llama-3.1": 500_000.0, "deepseek-r1-distill-qwen": 10_000.0}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_ff: int
+    vocab_size: int
+    tied_embeddings: bool = True
+    rope_theta: float = 10_000.0
+    rms_eps: float = 1e-5
+    max_ctx: int = 8192
+    eos_ids: tuple[int, ...] = ()
+    qkv_bias: bool = False  # Qwen2.5 has biases on Q/K/V
+
+    @classmethod
+    def from_shape(cls, name: str, **overrides: object) -> ModelConfig:
+        """The config of a shape in calibration.MODEL_SHAPES (random-weight timing models)."""
+        from calibration import MODEL_SHAPES
+
+        s = MODEL_SHAPES.get(name)
+        theta = next((v for k, v in _ROPE_THETA.items() if name.startswith(k)), 10_000.0)
+        cfg = cls(name=name, n_layers=s.n_layers, d_model=s.d_model, n_heads=s.n_heads,
+                  n_kv_heads=s.n_kv_heads, head_dim=s.head_dim, d_ff=s.d_ff, vocab_size=s.vocab_size,
+                  tied_embeddings=s.tied_embeddings, rope_theta=theta,
+                  max_ctx=32768, qkv_bias=name.startswith(("qwen", "deepseek-r1-distill-qwen")))
+        return replace(cfg, **overrides)  # type: ignore[arg-type]
+
+    @property
+    def shape(self):  # -> calibration.ModelShape
+        from calibration import ModelShape
+
+        return ModelShape(self.name, self.n_layers, self.d_model, self.n_heads, self.n_kv_heads,
+                          self.head_dim, self.d_ff, self.vocab_size, self.tied_embeddings)
+
+
+class KVCache:
+    """Static cache: ``k``, ``v`` [n_layers, n_slots, Hkv, max_ctx, hd]; one slot per request."""
+
+    def __init__(self, cfg: ModelConfig, n_slots: int, max_ctx: int, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        if max_ctx > cfg.max_ctx:
+            raise SpecrollError(f"cache of {max_ctx} positions exceeds the model's context {cfg.max_ctx}",
+                                field="max_ctx", fix=f"use at most {cfg.max_ctx} positions")
+        shape = (cfg.n_layers, int(n_slots), cfg.n_kv_heads, int(max_ctx), cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.n_slots = int(n_slots)
+        self.max_ctx = int(max_ctx)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalize in float32 (as the reference implementation does), scale in the model dtype.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        qkv_out = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.rms_eps)
+        # Q, K, V and gate/up are fused: one matmul each instead of three/two.
+        self.wqkv = nn.Linear(cfg.d_model, qkv_out, bias=cfg.qkv_bias)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.ffn_norm = RMSNorm(cfg.d_model, cfg.rms_eps)
+        self.w13 = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
+        self.w2 = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, layer: int, cos: torch.Tensor, sin: torch.Tensor,
+                write_idx: tuple[torch.Tensor, torch.Tensor], read: slice | torch.Tensor,
+                mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        cfg = self.cfg
+        b, q, _ = x.shape
+        hkv, g, hd = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
+        qkv = self.wqkv(self.attn_norm(x))                                    # [B, Q, (H+2Hkv)*hd]
+        xq, xk, xv = qkv.split([cfg.n_heads * hd, hkv * hd, hkv * hd], dim=-1)
+        xq = _rope(xq.view(b, q, cfg.n_heads, hd), cos, sin)                 # [B, Q, H, hd]
+        xk = _rope(xk.view(b, q, hkv, hd), cos, sin)                         # [B, Q, Hkv, hd]
+        # Write the new K/V at (slot, position); advanced indices first: target [B, Q, Hkv, hd].
+        rows, pos = write_idx
+        _write(cache.k[layer], rows, pos, xk)
+        _write(cache.v[layer], rows, pos, xv.view(b, q, hkv, hd))
+        keys = cache.k[layer][read]                                           # [B, Hkv, C, hd]
+        values = cache.v[layer][read]
+        # GQA without repeating K/V: the G query heads of a KV head are stacked along the query axis.
+        qh = xq.view(b, q, hkv, g, hd).permute(0, 2, 3, 1, 4).reshape(b, hkv, g * q, hd)
+        att = F.scaled_dot_product_attention(qh, keys, values, attn_mask=mask)  # [B, Hkv, G*Q, hd]
+        att = att.view(b, hkv, g, q, hd).permute(0, 3, 1, 2, 4).reshape(b, q, cfg.n_heads * hd)
+        h = x + self.wo(att)
+        gate, up = self.w13(self.ffn_norm(h)).chunk(2, dim=-1)
+        return h + self.w2(F.silu(gate) * up)
+
+
+def _write(layer_cache: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, new: torch.Tensor) -> None:
+    """layer_cache [S, Hkv, T, hd]; rows, pos [B, Q]; new [B, Q, Hkv, hd]."""
+    layer_cache.transpose(1, 2).index_put_((rows, pos), new)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE (the Hugging Face layout): x [B, Q, heads, hd]; cos, sin [B, Q, 1, hd]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.tok_emb.weight.requires_grad_(False)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.rms_eps)
+        self.lm_head = None if cfg.tied_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        cos, sin = _rope_tables(cfg)                                         # [max_ctx, hd]
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, tokens: torch.Tensor, slots: torch.Tensor, start: torch.Tensor, cache: KVCache,
+                c_max: int | None = None) -> torch.Tensor:
+        """tokens int64 [B, Q]; slots int64 [B]; start int64 [B] (cached length = position of
+        tokens[:, 0]) -> float32 logits [B, Q, V]. See docs/architecture.md and real_backend/README.md.
+
+        ``c_max`` (positions read per row, >= max(start) + Q) is computed when omitted; the CUDA-graph
+        pool passes a fixed bucket instead, since a captured graph cannot depend on tensor values."""
+        b, q = tokens.shape
+        dev = tokens.device
+        if c_max is None:
+            c_max = int(start.max()) + q
+        if c_max > cache.max_ctx:
+            raise ValueError(f"start + Q = {c_max} exceeds the cache ({cache.max_ctx} positions)")
+        pos = start[:, None] + torch.arange(q, device=dev)                   # [B, Q]
+        rows = slots[:, None].expand(b, q)
+        cos = self.rope_cos[pos].to(self.tok_emb.weight.dtype)[:, :, None, :]  # [B, Q, 1, hd]
+        sin = self.rope_sin[pos].to(self.tok_emb.weight.dtype)[:, :, None, :]
+        read = _read_index(slots, c_max)
+        g = self.cfg.n_heads // self.cfg.n_kv_heads
+        # Causal over the row's own positions: query at p sees cache positions <= p.
+        visible = torch.arange(c_max, device=dev)[None, None, :] <= pos[:, :, None]  # [B, Q, C]
+        mask = visible[:, None, None].expand(b, 1, g, q, c_max).reshape(b, 1, g * q, c_max)
+        x = self.tok_emb(tokens)                                              # [B, Q, D]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, i, cos, sin, (rows, pos), read, mask, cache)
+        x = self.norm(x)
+        head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(x, head).float()                                     # [B, Q, V]
+
+
+def _read_index(slots: torch.Tensor, c_max: int) -> tuple:
+    """Index into one layer's cache [S, Hkv, T, hd] giving [B, Hkv, c_max, hd]. Rows whose slots are
+    consecutive and ascending read a view (no copy); otherwise the rows are gathered."""
+    if slots.device.type == "cpu":  # on CUDA a .tolist() would sync (and break graph capture)
+        s = slots.tolist()
+        if s and s == list(range(s[0], s[0] + len(s))):
+            return (slice(s[0], s[0] + len(s)), slice(None), slice(0, c_max))
+    return (slots, slice(None), slice(0, c_max))
+
+
+# ------------------------------------------------------------------------------------------
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise SpecrollError(f"unknown dtype '{dtype}'", field="dtype", fix=f"use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def model_names() -> list[str]:
+    from calibration import MODEL_SHAPES
+
+    return list(MODEL_SHAPES.names())
+
+
+def load_model(name: str = SMOLLM, device: str = "cpu", dtype: str = "float32",
+               random_weights: bool = False, seed: int = 0, max_ctx: int | None = None) -> Transformer:
+    """SmolLM2-135M-Instruct from its GGUF (trained weights), or any shape of calibration.MODEL_SHAPES
+    with random weights (``random_weights=True``; for timing)."""
+    from calibration import MODEL_SHAPES
+
+    if name not in MODEL_SHAPES.names():
+        raise SpecrollError(f"unknown model '{name}'", field="model",
+                            fix=f"use one of {', '.join(MODEL_SHAPES.names())}")
+    tdtype = torch_dtype(dtype)
+    if random_weights:
+        cfg = ModelConfig.from_shape(name)
+        if name == SMOLLM:
+            cfg = replace(cfg, rope_theta=100_000.0, max_ctx=8192, eos_ids=(2,))
+        if max_ctx is not None:
+            cfg = replace(cfg, max_ctx=int(max_ctx))
+        with torch.device(device):
+            model = Transformer(cfg).to(tdtype)
+        _random_init(model, seed)
+        return model.eval()
+    if name != SMOLLM:
+        raise SpecrollError(f"no trained weights ship for '{name}'", field="model",
+                            fix=f"use {SMOLLM}, or random_weights=True for timing")
+    from real_backend._gguf import read_gguf
+
+    meta, w = read_gguf()
+    cfg = ModelConfig(name=SMOLLM, n_layers=meta["n_layers"], d_model=meta["d_model"],
+                      n_heads=meta["n_heads"], n_kv_heads=meta["n_kv_heads"],
+                      head_dim=meta["d_model"] // meta["n_heads"], d_ff=meta["d_ff"],
+                      vocab_size=meta["vocab_size"], tied_embeddings="output.weight" not in w,
+                      rope_theta=meta["rope_theta"], rms_eps=meta["rms_eps"],
+                      max_ctx=int(max_ctx or meta["context_length"]), eos_ids=(int(meta["eos_token_id"]),))
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.load_state_dict(_state_dict(w, cfg), strict=False, assign=True)
+    # The RoPE tables were built on the meta device: build them for real.
+    model.rope_cos, model.rope_sin = _rope_tables(cfg)
+    return model.to(device=device, dtype=tdtype).eval()
+
+
+def _rope_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    exponents = torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** exponents)
+    freqs = torch.outer(torch.arange(cfg.max_ctx, dtype=torch.float32), inv_freq)
+    freqs = torch.cat((freqs, freqs), dim=-1)
+    return freqs.cos(), freqs.sin()
+
+
+def _state_dict(w: dict, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    # Arrays read from the cache are read-only views of file bytes: the model owns writable copies
+    # (rollouts perturb weights in place). torch.cat below copies the fused ones anyway.
+    fused = ("attn_q.", "attn_k.", "attn_v.", "ffn_gate.", "ffn_up.")
+    t = {k: torch.from_numpy(v if any(f in k for f in fused) or v.flags.writeable else v.copy())
+         for k, v in w.items()}
+    sd = {"tok_emb.weight": t["token_embd.weight"], "norm.weight": t["output_norm.weight"]}
+    if "output.weight" in t:
+        sd["lm_head.weight"] = t["output.weight"]
+    for i in range(cfg.n_layers):
+        p = f"blk.{i}."
+        sd[f"layers.{i}.attn_norm.weight"] = t[p + "attn_norm.weight"]
+        sd[f"layers.{i}.wqkv.weight"] = torch.cat([t[p + "attn_q.weight"], t[p + "attn_k.weight"],
+                                                   t[p + "attn_v.weight"]])
+        sd[f"layers.{i}.wo.weight"] = t[p + "attn_output.weight"]
+        sd[f"layers.{i}.ffn_norm.weight"] = t[p + "ffn_norm.weight"]
+        sd[f"layers.{i}.w13.weight"] = torch.cat([t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"]])
+        sd[f"layers.{i}.w2.weight"] = t[p + "ffn_down.weight"]
+    return sd
+
+
+def _random_init(model: Transformer, seed: int) -> None:
+    """Normal(0, 0.02) weights (1/sqrt(2 n_layers) on output projections, keeping activations tame),
+    unit norms; drawn on the model's device from a seeded generator."""
+    dev = model.tok_emb.weight.device
+    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            else:
+                std = 0.02 / math.sqrt(2 * model.cfg.n_layers) if name.endswith(("wo.weight", "w2.weight")) \
+                    else 0.02
+                p.normal_(0.0, std, generator=gen)
