@@ -1,1 +1,40 @@
-"""simulator package."""
+"""Discrete-event simulator of an RL rollout cluster under a speculation policy and a cost profile.
+
+Public surface: :class:`SimConfig`, :func:`simulate`, :func:`simulate_policies`,
+:class:`Simulator`, :class:`SimResult`, :func:`plan`, the acceptance sources (:data:`ACCEPTANCE`,
+:func:`make_acceptance`, :class:`StepRollouts`) and :func:`batch_size_over_time`.
+See docs/simulator.md.
+"""
+
+from simulator._acceptance import (
+    ACCEPTANCE,
+    AcceptanceSource,
+    ParametricAcceptance,
+    StepAcceptance,
+    StepRollouts,
+    TraceAcceptance,
+    make_acceptance,
+)
+from simulator._config import SimConfig
+from simulator._kernel import EngineSpec, StepKernel, StepOutcome
+from simulator._result import WALL_KEYS, SimResult
+from simulator._simulate import Simulator, simulate, simulate_policies
+
+__all__ = [
+    "ACCEPTANCE",
+    "WALL_KEYS",
+    "AcceptanceSource",
+    "EngineSpec",
+    "ParametricAcceptance",
+    "SimConfig",
+    "SimResult",
+    "Simulator",
+    "StepAcceptance",
+    "StepKernel",
+    "StepOutcome",
+    "StepRollouts",
+    "TraceAcceptance",
+    "make_acceptance",
+    "simulate",
+    "simulate_policies",
+]

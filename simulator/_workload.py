@@ -1,0 +1,94 @@
+"""The workload: a trace (file or synthetic preset) split into per-step rollouts, and dispatch.
+
+Dispatch is decided once per RL step, before any engine runs (engines do not interact until
+the barrier, which is what lets the kernel advance them together):
+- ``round-robin``: rollout i of the step (trace order) goes to engine i mod E;
+- ``least-loaded``: in trace order, each rollout goes to the engine with the least predicted
+  work so far (predicted tokens from the prompt's history; the step's mean where unknown);
+- ``longest-predicted-first`` (Seer-style): rollouts sorted by predicted length, longest first,
+  each to the least-loaded engine (LPT), and each engine admits its longest ones first.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from simulator._acceptance import StepRollouts
+from simulator._config import SimConfig
+from specroll.errors import SpecrollError
+
+
+def load_trace(config: SimConfig):
+    """The config's trace: read from its file or synthesized from its preset."""
+    import traces
+
+    w = config.workload
+    if w.trace is not None:
+        tr = traces.read_trace(config.trace_path())
+    else:
+        seed = config.seed if w.seed is None else w.seed
+        try:
+            tr = traces.synthesize(w.preset, prompts=w.prompts, samples=w.samples, steps=w.steps, seed=seed)
+        except SpecrollError as exc:
+            raise SpecrollError(exc.what, file=config.file, field="workload.preset", fix=exc.fix) from None
+    return tr
+
+
+def split_steps(tr, config: SimConfig) -> list[StepRollouts]:
+    """Per-step rollouts in (prompt_id, sample) order, with any match/conf columns the trace has."""
+    tr = tr.sort()
+    steps = np.unique(tr.column("step"))
+    w = config.workload
+    if w.trace is not None and w.steps is not None:
+        steps = steps[: w.steps]
+    kmax = {name: int(spec.get("kmax", 8)) for name, spec in tr.meta.extra.get("drafters", {}).items()}
+    step_col = tr.column("step")
+    bounds = np.searchsorted(step_col, np.concatenate([steps, [np.iinfo(np.int64).max]]))
+    out = []
+    for i, s in enumerate(steps.tolist()):
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        ro = StepRollouts(
+            step=int(s),
+            prompt_id=tr.column("prompt_id")[lo:hi].astype(np.int64),
+            sample=tr.column("sample")[lo:hi].astype(np.int64),
+            prompt_len=tr.column("prompt_len")[lo:hi].astype(np.int64),
+            response_len=tr.column("response_len")[lo:hi].astype(np.int64),
+            finished=tr.column("finished")[lo:hi].astype(bool),
+            kmax=dict(kmax),
+        )
+        for prefix, target in (("match_", ro.match), ("conf_", ro.conf)):
+            for col in tr.columns:
+                if col.startswith(prefix):
+                    values, offsets = tr.ragged(col)
+                    target[col[len(prefix):]] = (values[offsets[lo]:offsets[hi]],
+                                                 offsets[lo:hi + 1] - offsets[lo])
+        out.append(ro)
+    if not out:
+        raise SpecrollError("the trace has no rollouts", file=config.file, field="workload",
+                            fix="use a non-empty trace")
+    return out
+
+
+def dispatch(predicted: np.ndarray, n_engines: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(engine of each rollout, rollouts grouped by engine in admission order)."""
+    R = predicted.shape[0]
+    if kind == "round-robin":
+        engine = np.arange(R, dtype=np.int64) % n_engines
+        return engine, np.argsort(engine, kind="stable")
+    known = np.isfinite(predicted)
+    fill = float(predicted[known].mean()) if known.any() else 1.0
+    work = np.where(known, predicted, fill)
+    order = np.arange(R) if kind == "least-loaded" else np.argsort(-work, kind="stable")
+    engine = np.empty(R, dtype=np.int64)
+    heap = [(0.0, e) for e in range(n_engines)]
+    for r, w in zip(order.tolist(), work[order].tolist()):
+        load, e = heapq.heappop(heap)
+        engine[r] = e
+        heapq.heappush(heap, (load + w, e))
+    # Within an engine keep `order` (trace order, or longest first).
+    rank = np.empty(R, dtype=np.int64)
+    rank[order] = np.arange(R)
+    queue = np.lexsort((rank, engine))
+    return engine, queue
