@@ -1,7 +1,8 @@
 """The real backend: a lean Llama model on CPU or GPU running the same policies as the simulator.
 
 Model side: :func:`load_model` (SmolLM2-135M from its GGUF, or random-weight timing shapes),
-:class:`Transformer`, :class:`KVCache`, :class:`ModelConfig`, :func:`load_tokenizer`, :func:`model_file`.
+:class:`Transformer`, :class:`KVCache`, :class:`ModelConfig`, :func:`load_tokenizer`, :func:`model_file`,
+:func:`keyed_sample` (position-keyed Gumbel-max sampling).
 
 Engine side (engine, workload, rollouts): :class:`Engine`, :func:`rollout`, :class:`RolloutConfig`,
 :class:`RolloutResult`, :func:`load_backend`, :func:`arithmetic_prompts`, :func:`load_prompts_file`,
@@ -13,6 +14,7 @@ from real_backend._engine import Engine, RolloutOutput, StepOutput
 from real_backend._gguf import model_file
 from real_backend._model import KVCache, ModelConfig, Transformer, load_model
 from real_backend._rollout import Backend, RolloutConfig, RolloutResult, load_backend, rollout
+from real_backend._sampling import keyed_sample
 from real_backend._tokenizer import Tokenizer, load_tokenizer
 from real_backend._toy import ToyLM, ToyTokenizer
 from real_backend._workload import (
@@ -32,6 +34,7 @@ __all__ = [
     "Transformer",
     "load_model",
     "load_tokenizer",
+    "keyed_sample",
     "model_file",
     # engine side (engineer E)
     "Backend",
