@@ -140,11 +140,12 @@ def rollout_keys(seed: int, step: int, prompt_id: np.ndarray, sample: np.ndarray
     return x
 
 
-def _position_bits(keys: np.ndarray, lens: np.ndarray, local_start: np.ndarray) -> np.ndarray:
-    """uint32 hash of (key, position) for every position of the given rollouts, concatenated."""
+def _position_bits(keys: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """uint32 hash of (key, position t within its rollout) for every position, concatenated."""
     total = int(lens.sum())
+    starts = np.cumsum(lens) - lens
     with np.errstate(over="ignore"):
-        base = keys - (local_start.astype(np.uint32) * _GOLDEN)
+        base = keys - (starts.astype(np.uint32) * _GOLDEN)
         x = np.repeat(base, lens)
         x += np.arange(total, dtype=np.uint32) * _GOLDEN
     return _fmix32(x)
@@ -243,7 +244,7 @@ class ParametricAcceptance(AcceptanceSource):
         if self.spread == 0.0:
             return mean.astype(np.float32)
         keys = rollout_keys(seed, ro.step, ro.prompt_id[lo:hi], ro.sample[lo:hi], stream=2)
-        v = _to_unit(_position_bits(keys, lens, np.zeros(hi - lo, np.int64)))
+        v = _to_unit(_position_bits(keys, lens))
         c = (1.0 - mean) / np.maximum(mean, 1e-6)
         return ((1.0 - self.spread) * mean + self.spread * v ** c).astype(np.float32)
 
@@ -255,10 +256,9 @@ class ParametricAcceptance(AcceptanceSource):
         match = np.zeros(total + self.kmax + 1, dtype=np.int8)
         req_alpha = self._request_alpha(ro, seed)
         keys = rollout_keys(seed, ro.step, ro.prompt_id, ro.sample, stream=1)
-        zeros = np.zeros(ro.n, np.int64)
         for lo, hi in _chunks(lens):
             ln = lens[lo:hi]
-            bits = _position_bits(keys[lo:hi], ln, zeros[lo:hi])
+            bits = _position_bits(keys[lo:hi], ln)
             p = self._latent_p(ro, seed, req_alpha, lo, hi, ln)
             if np.isscalar(p):
                 fail = bits >= np.uint32(min(int(p * 2.0**32), 2**32 - 1))
@@ -277,13 +277,12 @@ class ParametricAcceptance(AcceptanceSource):
         offsets = ro.offsets
         conf = np.zeros(total + self.kmax + 1, dtype=np.float32)
         keys = rollout_keys(seed, ro.step, ro.prompt_id, ro.sample, stream=3)
-        zeros = np.zeros(ro.n, np.int64)
         for lo, hi in _chunks(lens):
             ln = lens[lo:hi]
             p = self._latent_p(ro, seed, req_alpha, lo, hi, ln)
             p = np.full(int(ln.sum()), p, np.float32) if np.isscalar(p) else p
             if self.conf_noise > 0:
-                noise = _to_unit(_position_bits(keys[lo:hi], ln, zeros[lo:hi])) * 2.0 - 1.0
+                noise = _to_unit(_position_bits(keys[lo:hi], ln)) * 2.0 - 1.0
                 p = np.clip(p + np.float32(self.conf_noise) * noise, 0.0, 1.0)
             conf[offsets[lo]:offsets[hi]] = p
         return conf

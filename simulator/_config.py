@@ -158,7 +158,8 @@ class SimConfig:
         for name in ("prompts", "samples", "steps"):
             v = getattr(w, name)
             if v is not None and (not isinstance(v, int) or v < 1):
-                raise SpecrollError(f"must be a positive integer, got {v!r}", file=f, field=f"workload.{name}")
+                raise SpecrollError(f"must be a positive integer, got {v!r}", file=f,
+                                    field=f"workload.{name}")
         if int(w.history_window) < 1:
             raise SpecrollError("must be >= 1", file=f, field="workload.history_window")
         t = self.train

@@ -68,6 +68,7 @@ class SimResult:
             f"tokens {s['tokens']:,}   accepted/iter {s['mean_accepted_per_iteration']:.3f}   "
             f"drafted {s['drafted_tokens']:,}   wasted {s['wasted_draft_tokens']:,}   "
             f"GPU busy {s['gpu_busy_fraction']:.3f}",
-            f"wall {s['wall_s']:.2f} s   {s['tokens_per_wall_s'] / 1e6:.1f} M simulated tokens per wall second",
+            f"wall {s['wall_s']:.2f} s   {s['tokens_per_wall_s'] / 1e6:.1f} M simulated tokens per wall "
+            "second",
         ]
         return "\n".join(lines)

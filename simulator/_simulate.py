@@ -219,7 +219,8 @@ def _requests_table(steps, outcomes) -> dict[str, np.ndarray]:
     parts = []
     for ro, (step, t0, out) in zip(steps, outcomes):
         parts.append({
-            "step": np.full(ro.n, step, np.int32), "prompt_id": ro.prompt_id, "sample": ro.sample.astype(np.int32),
+            "step": np.full(ro.n, step, np.int32), "prompt_id": ro.prompt_id,
+            "sample": ro.sample.astype(np.int32),
             "engine": out.engine, "response_len": ro.response_len.astype(np.int32),
             "start_s": t0 + out.start_s, "end_s": t0 + out.end_s, "iterations": out.iterations,
             "preemptions": out.preemptions})
