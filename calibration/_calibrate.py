@@ -40,7 +40,8 @@ def default_step_factory() -> Callable[..., TimingStep]:
 def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, random_weights: bool = False,
               quick: bool = False, seed: int = 0, max_batch: int | None = None, max_ctx: int | None = None,
               step_factory: Callable[..., TimingStep] | None = None,
-              peaks: DeviceSpec | None = None, drafter: str | None = None) -> Calibration:
+              peaks: DeviceSpec | None = None, drafter: str | None = None,
+              stat: str = "median") -> Calibration:
     """Measure ``model`` on ``device`` through the real backend's timing step and fit a profile."""
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     if dtype not in DTYPE_BYTES:
@@ -65,10 +66,13 @@ def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, rand
     say(f"calibrate: {len(grid)} grid points x ({spec.warmup} warm-up + {spec.repeats} repeats)")
     rows = measure_grid(step, grid, spec.warmup, spec.repeats)
     del step  # free the model before the drafter benchmark
-    cal = fit_rows(rows, shape, dev, dtype, seed=seed,
-                    extra={"random_weights": random_weights, "quick": quick,
-                           "grid": {"max_batch": max_batch, "max_ctx": max_ctx, "warmup": spec.warmup,
-                                    "repeats": spec.repeats}})
+    import torch
+
+    cal = fit_rows(rows, shape, dev, dtype, seed=seed, stat=stat,
+                   extra={"random_weights": random_weights, "quick": quick,
+                          "torch_threads": torch.get_num_threads(),
+                          "grid": {"max_batch": max_batch, "max_ctx": max_ctx, "warmup": spec.warmup,
+                                   "repeats": spec.repeats}})
     if drafter:
         cal.profile.drafter = drafter_cost(drafter)
     return cal
@@ -85,11 +89,23 @@ def drafter_cost(name: str) -> dict[str, Any]:
     return measure_drafter_cost(make_drafter(name))
 
 
+STATS = {"median": "seconds", "min": "seconds_min"}
+
+
 def fit_rows(rows: list[dict], shape: ModelShape, dev: DeviceSpec, dtype: str, *, seed: int = 0,
-             extra: dict[str, Any] | None = None) -> Calibration:
-    """Fit a measured profile to measurement rows (from measure_grid or a saved Parquet)."""
+             stat: str = "median", extra: dict[str, Any] | None = None) -> Calibration:
+    """Fit a measured profile to measurement rows (from measure_grid or a saved Parquet).
+
+    ``stat`` picks what each point's repeats are summarised by: the median (default), or the minimum,
+    which estimates the uncontended cost when other processes share the machine.
+    """
+    if stat not in STATS:
+        raise SpecrollError(f"unknown statistic '{stat}'", field="--stat", fix="use median or min")
     X = {f: np.array([r[f] for r in rows], dtype=np.float64) for f in FEATURES}
-    t = np.array([r["seconds"] for r in rows], dtype=np.float64)
+    t = np.array([r[STATS[stat]] for r in rows], dtype=np.float64)
+    if not np.all(np.isfinite(t)) or (t <= 0).any():
+        raise SpecrollError("measured seconds must be finite and > 0", field=STATS[stat],
+                            fix="re-run specroll calibrate")
     consts = make_consts(shape, dev, 1, DTYPE_BYTES[dtype])
     fit = fit_profile_coefficients(X, t, consts, seed=seed)
     ranges = {k: [float(X[k].min()), float(X[k].max())] for k in ("n", "q_max", "c_max")}
@@ -98,7 +114,7 @@ def fit_rows(rows: list[dict], shape: ModelShape, dev: DeviceSpec, dtype: str, *
         heldout_mape=fit.heldout_mape, ranges=ranges,
         extra={"heldout_max_ape": fit.heldout_max_ape, "heldout_by_regime": fit.heldout_by_regime,
                "train_mape": fit.train_mape, "baseline": fit.baseline,
-               "n_measurements": len(rows), "n_heldout": fit.n_test, "fit_seed": seed,
+               "n_measurements": len(rows), "n_heldout": fit.n_test, "fit_seed": seed, "fit_stat": stat,
                "backend": _backend_version(), **(extra or {})})
     for r, pred, held in zip(rows, fit.predicted, fit.test_mask):
         r["predicted"] = float(pred)
@@ -180,7 +196,7 @@ def plot_fit(cal: Calibration, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = cal.rows
-    meas = np.array([r["seconds"] for r in rows]) * 1e3
+    meas = np.array([r[STATS[cal.profile.extra.get("fit_stat", "median")]] for r in rows]) * 1e3
     pred = np.array([r["predicted"] for r in rows]) * 1e3
     held = np.array([r["heldout"] for r in rows])
     kinds = np.array([r.get("kind", "point") for r in rows])

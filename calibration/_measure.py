@@ -103,12 +103,23 @@ def point_features(p: GridPoint) -> dict[str, float]:
 
 def measure_grid(step: TimingStep, grid: list[GridPoint], warmup: int, repeats: int,
                  desc: str = "calibrate") -> list[dict]:
-    """Time every point: ``warmup`` discarded runs, then ``repeats`` runs; median, min and spread."""
+    """Time every point: ``warmup`` discarded runs, then ``repeats`` runs; median, min and spread.
+
+    The repeats are taken in ``repeats`` passes over the whole grid rather than back to back, so a
+    burst of load from another process spreads over many points instead of spoiling one.
+    """
+    times = np.zeros((len(grid), repeats))
+    bar = progress(total=len(grid) * repeats, desc=desc, unit="run")
+    for r in range(repeats):
+        for i, p in enumerate(grid):
+            for _ in range(warmup if r == 0 else 0):
+                step.run(list(p.q_lens), list(p.ctx_lens))
+            times[i, r] = float(step.run(list(p.q_lens), list(p.ctx_lens)))
+            bar.update(1)
+    bar.close()
     rows = []
-    for i, p in enumerate(progress(grid, total=len(grid), desc=desc, unit="pt")):
-        for _ in range(warmup):
-            step.run(list(p.q_lens), list(p.ctx_lens))
-        ts = np.array([float(step.run(list(p.q_lens), list(p.ctx_lens))) for _ in range(repeats)])
+    for i, p in enumerate(grid):
+        ts = times[i]
         if not np.all(np.isfinite(ts)) or (ts <= 0).any():
             raise SpecrollError(f"timing step returned {ts.tolist()} for point {p}", field="timing",
                                 fix="check the real backend's make_timing_step")

@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=None)
     p.add_argument("--max-ctx", type=int, default=None)
     p.add_argument("--drafter", default=None, help="also measure this drafter's CPU cost (suffix, ngram)")
+    p.add_argument("--stat", default="median", choices=["median", "min"],
+                   help="summary of each point's repeats that the fit targets (min: a shared, busy machine)")
     p.add_argument("--seed", type=int, default=0, help="grid order, skewed batches and held-out split")
     p.add_argument("--refit", default=None, metavar="MEASUREMENTS.parquet",
                    help="fit saved measurements again instead of measuring")
@@ -65,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
                                 fix="pass a positive integer")
     if args.refit:
         rows, shape, dev, dtype = read_measurements(args.refit)
-        cal = fit_rows(rows, shape, dev, dtype, seed=args.seed, extra={"refit_of": Path(args.refit).name})
+        cal = fit_rows(rows, shape, dev, dtype, seed=args.seed, stat=args.stat,
+                       extra={"refit_of": Path(args.refit).name})
     else:
         cal = calibrate(args.model, args.device, args.dtype, random_weights=args.random_weights,
                         quick=args.quick, seed=args.seed, max_batch=args.max_batch, max_ctx=args.max_ctx,
-                        drafter=args.drafter)
+                        drafter=args.drafter, stat=args.stat)
     cal.profile.save(out)
     meas = measurements_path(out)
     if not args.refit or Path(args.refit).resolve() != meas.resolve():
