@@ -40,7 +40,11 @@ class Simulator:
         if profile is None:
             from calibration import load_profile
 
-            profile = load_profile(config.profile_name(), expect_model=config.model.name)
+            try:
+                profile = load_profile(config.profile_name(), expect_model=config.model.name)
+            except SpecrollError as exc:
+                raise SpecrollError(f"profile '{config.profile_name()}': {exc.what}", file=config.file,
+                                    field="model.profile", fix=exc.fix) from None
         self.profile = profile
         self.trace = load_trace(config) if trace is None else trace
         self.steps = split_steps(self.trace, config)
