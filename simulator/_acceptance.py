@@ -217,6 +217,7 @@ class ParametricAcceptance(AcceptanceSource):
         self.decay_tokens, self.alpha_end = float(decay_tokens), float(alpha_end)
         self.concentration, self.spread = float(concentration), float(spread)
         self.confidence, self.conf_noise = bool(confidence), float(conf_noise)
+        self._decay_table: np.ndarray | None = None
 
     def _request_alpha(self, ro: StepRollouts, seed: int) -> np.ndarray:
         if self.model != "beta":
@@ -248,6 +249,22 @@ class ParametricAcceptance(AcceptanceSource):
         c = (1.0 - mean) / np.maximum(mean, 1e-6)
         return ((1.0 - self.spread) * mean + self.spread * v ** c).astype(np.float32)
 
+    def _thresholds(self, req_alpha: np.ndarray, lo: int, hi: int, lens: np.ndarray) -> np.ndarray:
+        """uint32 thresholds (accept when bits < threshold) per position of rollouts [lo, hi)."""
+        def to_u32(p: np.ndarray) -> np.ndarray:
+            return np.minimum(np.asarray(p, np.float64) * 2.0**32, 2.0**32 - 1).astype(np.uint32)
+
+        if self.model == "iid":
+            return to_u32(self.alpha)
+        if self.model == "beta":
+            return np.repeat(to_u32(req_alpha[lo:hi]), lens)
+        if self._decay_table is None or self._decay_table.shape[0] < int(lens.max()):
+            t = np.arange(max(int(lens.max()), 1 << 14), dtype=np.float64)
+            self._decay_table = to_u32(self.alpha_end + (self.alpha - self.alpha_end)
+                                       * np.exp(-t / self.decay_tokens))
+        local = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+        return self._decay_table[local]
+
     def prepare(self, rollouts: StepRollouts, seed: int) -> StepAcceptance:
         ro = rollouts
         lens = ro.response_len.astype(np.int64)
@@ -259,11 +276,11 @@ class ParametricAcceptance(AcceptanceSource):
         for lo, hi in _chunks(lens):
             ln = lens[lo:hi]
             bits = _position_bits(keys[lo:hi], ln)
-            p = self._latent_p(ro, seed, req_alpha, lo, hi, ln)
-            if np.isscalar(p):
-                fail = bits >= np.uint32(min(int(p * 2.0**32), 2**32 - 1))
+            if self.spread == 0.0:
+                # Compare the raw bits with integer thresholds: no float array per position.
+                fail = bits >= self._thresholds(req_alpha, lo, hi, ln)
             else:
-                fail = _to_unit(bits) >= p
+                fail = _to_unit(bits) >= self._latent_p(ro, seed, req_alpha, lo, hi, ln)
             fail[np.cumsum(ln) - 1] = True  # the last token is always the target's own
             match[offsets[lo]:offsets[hi]] = match_from_failures(fail, self.kmax)
         builder = None
@@ -297,6 +314,22 @@ class TraceAcceptance(AcceptanceSource):
     def __init__(self, drafter: str = "suffix", kmax: int | None = None) -> None:
         self.drafter = str(drafter)
         self.kmax = None if kmax is None else int(kmax)
+
+    def _thresholds(self, req_alpha: np.ndarray, lo: int, hi: int, lens: np.ndarray) -> np.ndarray:
+        """uint32 thresholds (accept when bits < threshold) per position of rollouts [lo, hi)."""
+        def to_u32(p: np.ndarray) -> np.ndarray:
+            return np.minimum(np.asarray(p, np.float64) * 2.0**32, 2.0**32 - 1).astype(np.uint32)
+
+        if self.model == "iid":
+            return to_u32(self.alpha)
+        if self.model == "beta":
+            return np.repeat(to_u32(req_alpha[lo:hi]), lens)
+        if self._decay_table is None or self._decay_table.shape[0] < int(lens.max()):
+            t = np.arange(max(int(lens.max()), 1 << 14), dtype=np.float64)
+            self._decay_table = to_u32(self.alpha_end + (self.alpha - self.alpha_end)
+                                       * np.exp(-t / self.decay_tokens))
+        local = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+        return self._decay_table[local]
 
     def prepare(self, rollouts: StepRollouts, seed: int) -> StepAcceptance:
         ro = rollouts

@@ -199,8 +199,9 @@ class StepKernel:
         loc = S[GID, done] - self.rid_base
         self.out.end_s[loc] = self.clock[eng]
         self.out.iterations[loc] = self.iters[eng] - self.start_iter[loc]
-        keep = ~done
-        self.S, self.F = S[:, keep], self.F[:, keep]
+        # take() along columns is about twice as fast as a boolean mask over this (rows, n) matrix.
+        keep = np.flatnonzero(~done)
+        self.S, self.F = S.take(keep, axis=1), self.F.take(keep, axis=1)
         self.cnt -= np.bincount(eng, minlength=self.spec.n_engines)
         if self.pending:
             waiting = np.unique(eng)
