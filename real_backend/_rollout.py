@@ -135,7 +135,8 @@ def load_backend(cfg: RolloutConfig) -> Backend:
         model = ToyLM(seed=cfg.seed).to(cfg.device)
         return Backend(model, ToyTokenizer(), model.make_cache, TOY_CTX, "float32")
     check_model(cfg.model)
-    from real_backend._model import KVCache, load_model, load_tokenizer
+    from real_backend._model import KVCache, load_model
+    from real_backend._tokenizer import load_tokenizer
     dtype = cfg.dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise SpecrollError("CUDA is not available on this machine", field="device", fix="use --device cpu")
@@ -213,7 +214,7 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
                             fix=f"pass --max-new-tokens <= {ctx_limit - longest - kmax - 1}")
     n_slots = min(cfg.max_batch, len(prompts) * cfg.samples)
     engine = Engine(model, make_cache(n_slots, max_ctx), max_batch=n_slots,
-                    max_new_tokens=cfg.max_new_tokens, eos_ids=_eos_ids(tok), seed=cfg.seed,
+                    max_new_tokens=cfg.max_new_tokens, eos_ids=_eos_ids(model, tok), seed=cfg.seed,
                     temperature=cfg.temperature, top_p=cfg.top_p)
     rows: dict[str, list[Any]] = {k: [] for k in ("step", "prompt_id", "sample", "prompt_len", "response_len",
                                                    "finished", "prompt_token_ids", "token_ids")}
@@ -260,11 +261,10 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
     return RolloutResult(trace, iterations, decisions, summary, texts)
 
 
-def _eos_ids(tok: Any) -> list[int]:
-    ids = getattr(tok, "eos_token_ids", None)
-    if ids:
-        return [int(i) for i in ids]
-    return [int(tok.eos_token_id)]
+def _eos_ids(model: Any, tok: Any) -> list[int]:
+    """The model config's end-of-sequence ids and the chat template's (they may differ)."""
+    cfg = getattr(model, "cfg", None)
+    return sorted({int(tok.eos_token_id), *(int(i) for i in getattr(cfg, "eos_ids", ()))})
 
 
 def _step_summary(step: int, out: Any, correct: list[bool | None]) -> dict[str, Any]:
