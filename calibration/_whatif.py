@@ -63,7 +63,9 @@ def whatif_profile(device: str, model: str, tp: int = 1, dtype: str = "bfloat16"
     origin = {k: "assumed" for k in coef}
     if base is not None:
         for k in _TRANSFER_ALWAYS:
-            coef[k] = base.coefficients[k]
+            # A measured efficiency above 1 means the measured peak was low (caches on a CPU); a
+            # datasheet peak is a true ceiling, so efficiencies transfer capped at 1.
+            coef[k] = min(base.coefficients[k], 1.0) if k != "p" else base.coefficients[k]
             origin[k] = f"measured:{base.device.name}:{base.model}"
         if base.device.kind == spec.kind:
             for k in _TRANSFER_SAME_KIND:
