@@ -17,6 +17,8 @@ from simulator._acceptance import (
 )
 from simulator._config import SimConfig
 from simulator._kernel import EngineSpec, StepKernel, StepOutcome
+from simulator._plan import PlanRow, fewest_engines, format_plan, plan
+from simulator._plots import batch_size_over_time, plot_batch_size
 from simulator._result import WALL_KEYS, SimResult
 from simulator._simulate import Simulator, simulate, simulate_policies
 
@@ -34,7 +36,13 @@ __all__ = [
     "StepOutcome",
     "StepRollouts",
     "TraceAcceptance",
+    "PlanRow",
+    "batch_size_over_time",
+    "fewest_engines",
+    "format_plan",
     "make_acceptance",
+    "plan",
+    "plot_batch_size",
     "simulate",
     "simulate_policies",
 ]

@@ -1,0 +1,95 @@
+"""Capacity planning: the fewest engines whose simulated RL step meets a step-time target.
+
+Step time falls with more engines (fewer rollouts each) until the longest rollout alone sets it,
+so the search brackets by doubling and then bisects; each candidate engine count is a full
+simulation (same trace and acceptance draws), once without speculation (``ar``) and once with the
+config's policy.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulator._config import SimConfig
+from simulator._simulate import Simulator
+from specroll.errors import SpecrollError
+from specroll.progress import say
+
+
+@dataclass
+class PlanRow:
+    label: str
+    policy: dict[str, Any]
+    engines: int | None
+    """fewest engines meeting the target (None: not met within max_engines)."""
+    step_s: float | None
+    tried: dict[int, float] = field(default_factory=dict)
+    """engine count -> mean step time (s) of every simulated candidate."""
+
+
+def _mean_step_s(config: SimConfig, engines: int, policy: Any, trace: Any, profile: Any) -> float:
+    cfg = copy.deepcopy(config)
+    cfg.cluster.engines = engines
+    res = Simulator(cfg, trace=trace, profile=profile).run(policy, show_progress=False)
+    steps = res.summary["steps"]
+    return sum(s["step_s"] for s in steps) / len(steps)
+
+
+def fewest_engines(config: SimConfig, step_time: float, policy: Any, *, max_engines: int = 4096,
+                   trace: Any = None, profile: Any = None) -> tuple[int | None, dict[int, float]]:
+    """Smallest engine count with mean step time <= ``step_time`` (doubling, then bisection)."""
+    tried: dict[int, float] = {}
+
+    def f(e: int) -> float:
+        if e not in tried:
+            tried[e] = _mean_step_s(config, e, policy, trace, profile)
+            say(f"plan: {policy.name} with {e} engines -> {tried[e]:.1f} s per step")
+        return tried[e]
+
+    hi = 1
+    while f(hi) > step_time:
+        if hi >= max_engines:
+            return None, tried
+        hi = min(hi * 2, max_engines)
+    lo = hi // 2  # f(lo) > target (or lo == 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if f(mid) <= step_time:
+            hi = mid
+        else:
+            lo = mid
+    return hi, tried
+
+
+def plan(config: SimConfig, step_time: float, *, max_engines: int = 4096) -> list[PlanRow]:
+    """Fewest engines meeting ``step_time``, without speculation and with the config's policy."""
+    if step_time <= 0:
+        raise SpecrollError(f"step time must be > 0, got {step_time}", field="--step-time")
+    from calibration import load_profile
+    from policies import make_policy
+    from simulator._workload import load_trace
+
+    profile = load_profile(config.profile_name(), expect_model=config.model.name)
+    trace = load_trace(config)
+    rows = []
+    for label, policy in (("no speculation", make_policy("ar")), ("speculation", config.make_policy())):
+        engines, tried = fewest_engines(config, step_time, policy, max_engines=max_engines, trace=trace,
+                                        profile=profile)
+        rows.append(PlanRow(label, policy.to_dict(), engines, None if engines is None else tried[engines],
+                            dict(sorted(tried.items()))))
+    return rows
+
+
+def format_plan(rows: list[PlanRow], step_time: float, config: SimConfig) -> str:
+    lines = [f"fewest engines (x tp{config.cluster.tp}) for a mean RL step <= {step_time:g} s "
+             f"({config.model.name}, {config.profile_name()})", "",
+             f"{'':<16} {'policy':<24} {'engines':>8} {'GPUs':>6} {'step_s':>9}"]
+    for r in rows:
+        pol = f"{r.policy['policy']} {r.policy['params'] or ''}".strip()
+        eng = "-" if r.engines is None else str(r.engines)
+        gpus = "-" if r.engines is None else str(r.engines * config.cluster.tp)
+        st = "-" if r.step_s is None else f"{r.step_s:.1f}"
+        lines.append(f"{r.label:<16} {pol[:24]:<24} {eng:>8} {gpus:>6} {st:>9}")
+    return "\n".join(lines)
