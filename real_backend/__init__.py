@@ -2,7 +2,7 @@
 
 Model side: :func:`load_model` (SmolLM2-135M from its GGUF, or random-weight timing shapes),
 :class:`Transformer`, :class:`KVCache`, :class:`ModelConfig`, :func:`load_tokenizer`, :func:`model_file`,
-:func:`keyed_sample` (position-keyed Gumbel-max sampling).
+:func:`keyed_sample` (position-keyed Gumbel-max sampling), :func:`make_timing_step` (calibration).
 
 Engine side (engine, workload, rollouts): :class:`Engine`, :func:`rollout`, :class:`RolloutConfig`,
 :class:`RolloutResult`, :func:`load_backend`, :func:`arithmetic_prompts`, :func:`load_prompts_file`,
@@ -15,6 +15,7 @@ from real_backend._gguf import model_file
 from real_backend._model import KVCache, ModelConfig, Transformer, load_model
 from real_backend._rollout import Backend, RolloutConfig, RolloutResult, load_backend, rollout
 from real_backend._sampling import keyed_sample
+from real_backend._timing import TimingStep, make_timing_step
 from real_backend._tokenizer import Tokenizer, load_tokenizer
 from real_backend._toy import ToyLM, ToyTokenizer
 from real_backend._workload import (
@@ -30,11 +31,13 @@ __all__ = [
     # model side (engineer M)
     "KVCache",
     "ModelConfig",
+    "TimingStep",
     "Tokenizer",
     "Transformer",
     "load_model",
     "load_tokenizer",
     "keyed_sample",
+    "make_timing_step",
     "model_file",
     # engine side (engineer E)
     "Backend",

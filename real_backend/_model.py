@@ -231,8 +231,12 @@ def load_model(name: str = SMOLLM, device: str = "cpu", dtype: str = "float32",
             cfg = replace(cfg, rope_theta=100_000.0, max_ctx=8192, eos_ids=(2,))
         if max_ctx is not None:
             cfg = replace(cfg, max_ctx=int(max_ctx))
-        with torch.device(device):
+        # Built on the meta device, then allocated uninitialized: nn.Linear's own initialization of
+        # billions of weights would cost more than ours.
+        with torch.device("meta"):
             model = Transformer(cfg).to(tdtype)
+        model.to_empty(device=device)
+        model.rope_cos, model.rope_sin = (t.to(device) for t in _rope_tables(cfg))
         _random_init(model, seed)
         return model.eval()
     if name != SMOLLM:
@@ -285,8 +289,9 @@ def _state_dict(w: dict, cfg: ModelConfig) -> dict[str, torch.Tensor]:
 
 
 def _random_init(model: Transformer, seed: int) -> None:
-    """Normal(0, 0.02) weights (1/sqrt(2 n_layers) on output projections, keeping activations tame),
-    unit norms; drawn on the model's device from a seeded generator."""
+    """Weights of standard deviation 0.02 (0.02 / sqrt(2 n_layers) on output projections, keeping
+    activations tame), unit norms. Uniform rather than normal: same variance, several times faster
+    to draw for billions of weights; drawn on the model's device from a seeded generator."""
     dev = model.tok_emb.weight.device
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     with torch.no_grad():
@@ -298,4 +303,5 @@ def _random_init(model: Transformer, seed: int) -> None:
             else:
                 std = 0.02 / math.sqrt(2 * model.cfg.n_layers) if name.endswith(("wo.weight", "w2.weight")) \
                     else 0.02
-                p.normal_(0.0, std, generator=gen)
+                half_width = std * math.sqrt(3.0)
+                p.uniform_(-half_width, half_width, generator=gen)
