@@ -126,10 +126,10 @@ class StepKernel:
         self.n_act = self.cnt[self.active].astype(np.float64)
         self.pending = int((self.qend - self.qptr).sum()) + self.n_requeued
 
-    def _new_columns(self, rows: np.ndarray, e: int) -> tuple[np.ndarray, np.ndarray]:
+    def _new_columns(self, rows: np.ndarray, eng: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ro = self.ro
         S = np.zeros((_NROWS, rows.shape[0]), np.int64)
-        S[ENG] = e
+        S[ENG] = eng
         S[GID] = self.rid_base + rows
         S[POS] = self.acc.offsets[rows]
         S[CTX] = ro.prompt_len[rows]
@@ -140,57 +140,71 @@ class StepKernel:
         F[EMA] = np.nan
         return S, F
 
+    def _prefill(self, eng: np.ndarray, ctx: np.ndarray) -> None:
+        """Charge each admitting engine the prefill of its admitted requests' contexts."""
+        engines, idx = np.unique(eng, return_inverse=True)
+        if engines.shape[0] == 1:
+            t = np.array([float(self.cost.prefill_time(ctx))])
+        else:
+            # Many engines at once: the same forward (q = context, nothing cached, no drafting)
+            # priced for all of them in one vectorized call instead of one call per engine.
+            batch = IterationBatch.from_requests(ctx, np.zeros(ctx.shape[0]), idx, engines.shape[0])
+            t = np.asarray(self.cost.iteration_time(batch), dtype=np.float64)
+        self.clock[engines] += t
+        self.prefill_s[engines] += t
+
     def _admit(self, engines: np.ndarray) -> None:
         """Fill free slots of ``engines`` from their queues (requeued first), charging prefill."""
         spec = self.spec
         kv_now = np.bincount(self.S[ENG], weights=self.S[CTX], minlength=spec.n_engines)
         budget = spec.kv_capacity * (1.0 - spec.kv_watermark)
-        add_S, add_F = [], []
+        req_S, req_F, rows_l, eng_l = [], [], [], []
         for e in engines.tolist():
             free = spec.max_batch - int(self.cnt[e])
             kv_left = budget - kv_now[e]
-            taken_S, taken_F = [], []
+            taken = 0
             while free > 0 and self.requeued[e]:
                 colS, colF = self.requeued[e][0]
-                if kv_left < colS[CTX] and (taken_S or self.cnt[e] > 0):
+                if kv_left < colS[CTX] and (taken or self.cnt[e] > 0):
                     break
                 self.requeued[e].pop(0)
                 self.n_requeued -= 1
                 loc = colS[GID] - self.rid_base
                 self.start_iter[loc] = self.iters[e] - self.out.iterations[loc]
-                taken_S.append(colS[:, None])
-                taken_F.append(colF[:, None])
+                req_S.append(colS[:, None])
+                req_F.append(colF[:, None])
                 kv_left -= colS[CTX]
                 free -= 1
+                taken += 1
             if free > 0 and self.qptr[e] < self.qend[e] and not self.requeued[e]:
                 cand = self.queue[self.qptr[e]:min(self.qend[e], self.qptr[e] + free)]
                 need = np.cumsum(self.ro.prompt_len[cand])
                 take = int(np.searchsorted(need, kv_left, side="right"))
-                if take == 0 and not taken_S and self.cnt[e] == 0:
+                if take == 0 and not taken and self.cnt[e] == 0:
                     take = 1  # an idle engine always makes progress, even over budget
                 if take:
-                    rows = cand[:take]
+                    rows_l.append(cand[:take])
+                    eng_l.append(np.full(take, e, np.int64))
                     self.qptr[e] += take
-                    self.out.start_s[rows] = self.clock[e]
-                    s, f = self._new_columns(rows, e)
-                    self.start_iter[rows] = self.iters[e]
-                    taken_S.append(s)
-                    taken_F.append(f)
-            if not taken_S:
-                continue
-            s = np.concatenate(taken_S, axis=1)
-            f = np.concatenate(taken_F, axis=1)
-            t_pf = float(self.cost.prefill_time(s[CTX].astype(np.int64)))
-            self.clock[e] += t_pf
-            self.prefill_s[e] += t_pf
-            self.cnt[e] += s.shape[1]
-            add_S.append(s)
-            add_F.append(f)
-        if add_S:
-            S = np.concatenate([self.S, *add_S], axis=1)
-            F = np.concatenate([self.F, *add_F], axis=1)
-            order = np.argsort(S[ENG], kind="stable")
-            self.S, self.F = S[:, order], F[:, order]
+        parts_S, parts_F = list(req_S), list(req_F)
+        if rows_l:
+            rows, eng = np.concatenate(rows_l), np.concatenate(eng_l)
+            self.out.start_s[rows] = self.clock[eng]
+            self.start_iter[rows] = self.iters[eng]
+            s, f = self._new_columns(rows, eng)
+            parts_S.append(s)
+            parts_F.append(f)
+        if parts_S:
+            new_S = np.concatenate(parts_S, axis=1)
+            new_F = np.concatenate(parts_F, axis=1)
+            order = np.argsort(new_S[ENG], kind="stable")
+            new_S, new_F = new_S[:, order], new_F[:, order]
+            self._prefill(new_S[ENG], new_S[CTX])
+            # New requests join the end of their engine's segment: one O(n) merge, no re-sort.
+            at = np.cumsum(self.cnt)[new_S[ENG]]
+            self.S = np.insert(self.S, at, new_S, axis=1)
+            self.F = np.insert(self.F, at, new_F, axis=1)
+            self.cnt += np.bincount(new_S[ENG], minlength=spec.n_engines)
         self._segments()
 
     def _finish(self, done: np.ndarray) -> None:
