@@ -93,3 +93,13 @@ def test_ar_makespan_of_a_static_batch_is_the_sum_of_its_iteration_times():
     assert out.rollout_s == pytest.approx(expected, rel=1e-9)
     assert out.iterations.tolist() == lens.tolist()
     assert out.drafted == 0
+
+
+def test_prefill_is_charged_per_engine_as_the_profile_prices_it():
+    profile = load_profile("h100-sxm:qwen2.5-7b")
+    ro = _rollouts([50, 60, 70, 80, 90, 100], prompt=300)
+    acc = ParametricAcceptance(alpha=0.5, kmax=4).prepare(ro, seed=0)
+    out = _run(ro, acc, make_policy("ar"), engines=3, cost=profile)
+    for e in range(3):
+        assert out.engine_prefill_s[e] == pytest.approx(profile.prefill_time(ro.prompt_len[out.engine == e]),
+                                                        rel=1e-12)
