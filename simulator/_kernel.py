@@ -263,7 +263,7 @@ class StepKernel:
         last_t = np.zeros(E)
         self._admit(np.arange(E))
         tl = self.timeline
-        it = drafted = accepted = req_iters = prev_ksum = 0
+        it = drafted = req_iters = prev_ksum = 0
         while self.S.shape[1]:
             S, F, active, seg, n_act = self.S, self.F, self.active, self.seg, self.n_act
             eng, pos, ctx = S[ENG], S[POS], S[CTX]
@@ -295,7 +295,6 @@ class StepKernel:
                     n=n_act, q_sum=n_act + draft, q_max=np.maximum.reduceat(k, seg) + 1.0,
                     c_sum=c_sum, c_max=c_max, qc_sum=np.add.reduceat(qc, seg).astype(np.float64),
                     draft_tokens=draft)
-                accepted += int(a.sum())
             else:
                 a = k  # all zeros
                 batch = IterationBatch(n=n_act, q_sum=n_act, q_max=np.ones_like(n_act), c_sum=c_sum,
@@ -333,7 +332,9 @@ class StepKernel:
                 if (kv > cap).any():
                     self._preempt(kv)
         tl.add(it, self.clock, self.cnt, np.zeros(E))
-        out.drafted, out.accepted = drafted, accepted
+        # Every request iteration emits accepted + 1 tokens and every response completes, so the
+        # accepted total needs no per-iteration sum.
+        out.drafted, out.accepted = drafted, int(self.ro.response_len.sum()) - req_iters
         out.request_iterations, out.kernel_iterations = req_iters, it
         out.timeline = tl.arrays(E)
         return out

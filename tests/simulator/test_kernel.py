@@ -76,7 +76,11 @@ def test_tokens_are_conserved_for_every_policy(name):
     # every iteration emits accepted + 1 tokens: iterations + accepted = tokens, exactly
     assert out.request_iterations + out.accepted == int(ro.response_len.sum())
     assert out.iterations.sum() == out.request_iterations
-    assert out.accepted <= out.drafted
+    # each rollout ends exactly at its trace length: between L/(kmax+1) and L iterations
+    assert (out.iterations <= ro.response_len).all()
+    assert (out.iterations * (acc.kmax + 1) >= ro.response_len).all()
+    assert 0 <= out.accepted <= out.drafted
+    assert np.isfinite(out.end_s).all()
 
 
 def test_ar_makespan_of_a_static_batch_is_the_sum_of_its_iteration_times():
