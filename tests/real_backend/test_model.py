@@ -11,7 +11,7 @@ from calibration import MODEL_SHAPES
 from real_backend import KVCache, ModelConfig, Transformer, load_model, load_tokenizer
 from specroll.errors import SpecrollError
 
-from ._model_helpers import TINY, needs_gguf, tiny_model
+from .test_model_common import TINY, needs_gguf, tiny_model
 
 
 def _hf_llama(model):

@@ -9,7 +9,7 @@ import pytest
 from real_backend import load_tokenizer
 from specroll.errors import SpecrollError
 
-from ._model_helpers import needs_gguf
+from .test_model_common import needs_gguf
 
 TEXTS = [
     "Hello world!",

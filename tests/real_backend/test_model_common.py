@@ -1,4 +1,4 @@
-"""Shared helpers for the model tests: the GGUF skip marker and a tiny random-weight model."""
+"""Shared helpers for the model tests (no tests here): the GGUF skip marker and a tiny random model."""
 
 from __future__ import annotations
 
