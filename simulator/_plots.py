@@ -53,6 +53,7 @@ def plot_batch_size(data: dict[str, dict[str, np.ndarray]], path: str | Path) ->
         ax.set_ylabel("active requests")
         ax.set_title(f"{label}: rollout phase {float(d['rollout_s']):.0f} s", fontsize=10)
         ax.set_yscale("symlog", linthresh=4)
+        ax.set_ylim(bottom=0)
     axes[-1, 0].set_xlabel("time in the RL step (s)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
