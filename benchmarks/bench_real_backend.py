@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--policies", default="ar,fixed:k=2,fixed:k=4,fixed:k=8",
                     help="comma-separated NAME[:k=v;k=v]")
     ap.add_argument("--hf-prompts", type=int, default=4, help="0 skips the transformers reference")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (0 = torch's default); 1 avoids spin-wait slowdowns on a busy box")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
