@@ -22,12 +22,13 @@ from specroll.errors import SpecrollError
 
 
 class TimingStep:
-    def __init__(self, model: Transformer, cache: KVCache, device: torch.device, graphs: Any = None) -> None:
+    def __init__(self, model: Transformer, cache: KVCache, device: torch.device, graphs: Any = None,
+                 max_batch: int | None = None) -> None:
         self.model = model
         self.cache = cache
         self.device = device
         self.graphs = graphs
-        self.max_batch = cache.n_slots
+        self.max_batch = int(max_batch or cache.n_slots)
         self.max_ctx = cache.max_ctx
         self._gen = torch.Generator().manual_seed(0)
 
@@ -63,6 +64,11 @@ class TimingStep:
         if self.device.type == "cuda":
             forward = self.graphs if self.graphs is not None else (
                 lambda t, s, st: self.model(t, s, st, self.cache))
+            if self.graphs is not None:  # capture outside the timed region
+                q_max = tokens.shape[1]
+                key = self.graphs.key(len(q_lens), q_max, int(start.max()) + q_max)
+                if key is not None:
+                    self.graphs.warmup([key])
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize(self.device)
             begin.record()
@@ -90,10 +96,12 @@ def make_timing_step(model: str = "smollm2-135m", device: str = "cpu", dtype: st
     if max_ctx > m.cfg.max_ctx:
         raise SpecrollError(f"max_ctx {max_ctx} exceeds the model's context {m.cfg.max_ctx}", field="max_ctx",
                             fix=f"use max_ctx <= {m.cfg.max_ctx}")
-    cache = KVCache(m.cfg, max_batch, max_ctx, dev, torch_dtype(dtype))
+    use_graphs = dev.type == "cuda" and cuda_graphs
+    # The graph pool's padding rows need one spare scratch slot beyond the batch.
+    cache = KVCache(m.cfg, max_batch + int(use_graphs), max_ctx, dev, torch_dtype(dtype))
     graphs = None
-    if dev.type == "cuda" and cuda_graphs:
+    if use_graphs:
         from real_backend._graphs import GraphPool
 
-        graphs = GraphPool(m, cache)
-    return TimingStep(m, cache, dev, graphs)
+        graphs = GraphPool(m, cache, max_batch=max_batch)
+    return TimingStep(m, cache, dev, graphs, max_batch)
