@@ -33,6 +33,29 @@ TOY_CTX = 4096  # the toy has no positional limit; a finite one exercises the ca
 ROLLOUT_MODELS = ("smollm2-135m", TOY_MODEL)
 
 
+class NoDrafter:
+    """``--drafter none``: proposes nothing (kmax 0), so every policy decodes autoregressively;
+    plain AR rollouts then pay no drafter bookkeeping at all."""
+
+    name, kmax = "none", 0
+
+    def start_step(self, step: int) -> None: ...
+    def add_rollout(self, step: int, prompt_id: int, prompt_tokens: Any, response_tokens: Any) -> None: ...
+    def begin(self, rid: int, prompt_id: int, prompt_tokens: Any) -> None: ...
+    def extend(self, rid: int, tokens: Any) -> None: ...
+    def end(self, rid: int) -> None: ...
+
+    def propose(self, rid: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+
+
+class _NoHistory:
+    def record(self, step: int, prompt_id: int, response_len: int, finished: bool) -> None: ...
+
+    def predict(self, prompt_ids: np.ndarray, step: int) -> np.ndarray:
+        return np.full(len(prompt_ids), np.nan)
+
+
 def check_model(name: str) -> None:
     if name not in ROLLOUT_MODELS:
         raise SpecrollError(f"unknown model '{name}'", field="model",
@@ -193,12 +216,17 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
     from real_backend._engine import Engine
     from traces import Trace, TraceMeta
 
-    if drafter is None:
+    if drafter is None and cfg.drafter == NoDrafter.name:
+        drafter = NoDrafter()
+    elif drafter is None:
         from policies import make_drafter
         drafter = make_drafter(cfg.drafter, **cfg.drafter_params)
     if history is None:
-        from policies import LengthHistory
-        history = LengthHistory(window=cfg.length_window)
+        try:
+            from policies import LengthHistory
+            history = LengthHistory(window=cfg.length_window)
+        except ImportError:  # policies without length history yet: predictions stay unknown (NaN)
+            history = _NoHistory()
     kmax = int(drafter.kmax)
     backend = backend or load_backend(cfg)
     model, tok, make_cache, ctx_limit, dtype = (backend.model, backend.tokenizer, backend.make_cache,

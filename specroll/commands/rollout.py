@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", default="ar")
     p.add_argument("--param", action="append", metavar="K=V", help="policy parameter (repeatable)")
     p.add_argument("--policy-file", default=None, help="best_policy.json (overrides --policy)")
-    p.add_argument("--drafter", default="suffix", help="suffix or ngram")
+    p.add_argument("--drafter", default="suffix", help="suffix, ngram, or none (no drafts)")
     p.add_argument("--drafter-param", action="append", metavar="K=V", help="drafter parameter")
     p.add_argument("--prompts", type=int, default=None, help="number of prompts (default 8)")
     p.add_argument("--prompts-file", default=None, help="JSONL of prompt strings or chat messages")

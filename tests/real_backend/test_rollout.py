@@ -199,3 +199,10 @@ def test_rollout_pipeline_with_test_doubles(tmp_path, monkeypatch):
     assert (dec["new_tokens"] <= dec["q_sum"]).all() and (dec["accepted"] <= dec["drafted"]).all()
     assert json.loads(paths["summary"].read_text())["config"]["policy_spec"] == {
         "policy": "fixed", "params": {"k": 4}}
+
+
+def test_drafter_none_runs_autoregressively():
+    res = rollout(RolloutConfig(**{**BASE, "drafter": "none"}, policy="fixed", params={"k": 4}))
+    assert res.summary["accepted"] == 0 and res.summary["config"]["kmax"] == 0
+    assert all(d["k"] == 0 for d in res.decisions)
+    assert res.summary["iterations"] >= max(res.trace.column("response_len")) - 1
