@@ -88,6 +88,8 @@ class RolloutConfig:
     """None: bfloat16 on CUDA, float32 on CPU."""
     length_window: int = 4
     """steps of length history used to predict a prompt's response length."""
+    graphs: bool | None = None
+    """decode/verify through the CUDA-graph step pool (None: on CUDA only)."""
 
     def check(self) -> None:
         for name, lo in (("samples", 1), ("steps", 1), ("max_new_tokens", 1), ("max_batch", 1)):
@@ -241,7 +243,16 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
                             field="max_new_tokens",
                             fix=f"pass --max-new-tokens <= {ctx_limit - longest - kmax - 1}")
     n_slots = min(cfg.max_batch, len(prompts) * cfg.samples)
-    engine = Engine(model, make_cache(n_slots, max_ctx), max_batch=n_slots,
+    use_graphs = cfg.graphs if cfg.graphs is not None else cfg.device.startswith("cuda")
+    forward = None
+    if use_graphs and cfg.model != TOY_MODEL:
+        from real_backend._graphs import GraphPool
+        # One extra slot: the graph pool's padding rows write their K/V into it (never a request's).
+        cache = make_cache(n_slots + 1, max_ctx)
+        forward = GraphPool(model, cache, max_batch=n_slots, max_q=kmax + 1)
+    else:
+        cache = make_cache(n_slots, max_ctx)
+    engine = Engine(model, cache, forward=forward, max_batch=n_slots,
                     max_new_tokens=cfg.max_new_tokens, eos_ids=_eos_ids(model, tok), seed=cfg.seed,
                     temperature=cfg.temperature, top_p=cfg.top_p)
     rows: dict[str, list[Any]] = {k: [] for k in ("step", "prompt_id", "sample", "prompt_len", "response_len",

@@ -35,12 +35,16 @@ def smol():
         torch.set_num_threads(threads)
 
 
-def generate(smol, policy, drafter, temperature, n_prompts=2, samples=2):
+def generate(smol, policy, drafter, temperature, n_prompts=2, samples=2, graphs=False):
     tok = smol.tokenizer
     prompts = [tok.apply_chat_template(list(p.messages)) for p in arithmetic_prompts(n_prompts, seed=7)]
     reqs = step_requests(prompts, samples, step=0)
-    cache = smol.make_cache(3, max(map(len, prompts)) + MAX_NEW + drafter.kmax + 1)
-    eng = Engine(smol.model, cache, max_batch=3, max_new_tokens=MAX_NEW,
+    cache = smol.make_cache(3 + graphs, max(map(len, prompts)) + MAX_NEW + drafter.kmax + 1)
+    forward = None
+    if graphs:  # the CUDA-graph pool's bucketing and scratch-slot padding, run eagerly on the CPU
+        from real_backend._graphs import GraphPool
+        forward = GraphPool(smol.model, cache, max_batch=3, max_q=drafter.kmax + 1)
+    eng = Engine(smol.model, cache, max_batch=3, max_new_tokens=MAX_NEW, forward=forward,
                  eos_ids=[tok.eos_token_id, *smol.model.cfg.eos_ids], seed=9, temperature=temperature)
     return eng.run_step(reqs, policy, drafter)
 
@@ -64,6 +68,14 @@ def check_family(smol, temperature, names):
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
 def test_speculation_equals_ar_on_the_real_model(smol, temperature):
     check_family(smol, temperature, ["fixed"])
+
+
+def test_graph_pool_path_equals_plain_ar(smol):
+    ar = generate(smol, make_policy("ar"), ScriptDrafter({}), 0.7)
+    script = {r.request.rid: r.tokens for r in ar.rollouts}
+    spec = generate(smol, make_policy("fixed", k=4), ScriptDrafter(script, kmax=6, corrupt_every=5), 0.7,
+                    graphs=True)
+    assert [r.tokens for r in spec.rollouts] == [r.tokens for r in ar.rollouts]
 
 
 @pytest.mark.slow
