@@ -123,11 +123,22 @@ class Block(nn.Module):
         values = cache.v[layer][read]
         # GQA without repeating K/V: the G query heads of a KV head are stacked along the query axis.
         qh = xq.view(b, q, hkv, g, hd).permute(0, 2, 3, 1, 4).reshape(b, hkv, g * q, hd)
-        att = F.scaled_dot_product_attention(qh, keys, values, attn_mask=mask)  # [B, Hkv, G*Q, hd]
+        att = _attention(qh, keys, values, mask)                             # [B, Hkv, G*Q, hd]
         att = att.view(b, hkv, g, q, hd).permute(0, 3, 1, 2, 4).reshape(b, q, cfg.n_heads * hd)
         h = x + self.wo(att)
         gate, up = self.w13(self.ffn_norm(h)).chunk(2, dim=-1)
         return h + self.w2(F.silu(gate) * up)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """q [B, Hkv, G*Q, hd]; k, v [B, Hkv, C, hd]; mask: additive float [B, 1, G*Q, C] on CPU, bool on GPU.
+
+    On CPU, PyTorch's flash-attention kernel costs ~8 ms per call for a handful of query rows (its
+    blocking targets long queries), 20x the plain math below, which is what decode needs."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5).add_(mask)  # [B, Hkv, GQ, C]
+    return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v)
 
 
 def _write(layer_cache: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, new: torch.Tensor) -> None:
@@ -179,6 +190,8 @@ class Transformer(nn.Module):
         # Causal over the row's own positions: query at p sees cache positions <= p.
         visible = torch.arange(c_max, device=dev)[None, None, :] <= pos[:, :, None]  # [B, Q, C]
         mask = visible[:, None, None].expand(b, 1, g, q, c_max).reshape(b, 1, g * q, c_max)
+        if dev.type == "cpu":  # additive form for the math attention (see _attention)
+            mask = torch.zeros(mask.shape, dtype=self.tok_emb.weight.dtype).masked_fill_(~mask, float("-inf"))
         x = self.tok_emb(tokens)                                              # [B, Q, D]
         for i, layer in enumerate(self.layers):
             x = layer(x, i, cos, sin, (rows, pos), read, mask, cache)
