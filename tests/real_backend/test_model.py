@@ -167,7 +167,7 @@ def test_smollm2_logits_match_transformers_loading_the_same_gguf():
 
     path = model_file()
     hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                              torch_dtype=torch.float32).eval()
+                                              dtype=torch.float32).eval()
     model = load_model()
     tok = load_tokenizer()
     ids = tok.apply_chat_template([{"role": "user", "content": "Tom has 3 boxes of 12 pencils. How many?"}])
