@@ -36,8 +36,9 @@ def parse_policy(spec: str) -> tuple[str, dict]:
     return name, params
 
 
-def hf_reference(prompt_tokens: list[list[int]], max_new: int, lookup: int | None) -> tuple[float, int]:
-    """transformers' LlamaForCausalLM with the same GGUF weights (dequantized by transformers)."""
+def hf_model() -> tuple[object, int]:
+    """transformers' LlamaForCausalLM with the same GGUF weights (dequantized by transformers;
+    built from the checkpoint directly because from_pretrained(gguf_file=) needs accelerate)."""
     import importlib.util
 
     from transformers import AutoConfig, LlamaForCausalLM
@@ -52,6 +53,11 @@ def hf_reference(prompt_tokens: list[list[int]], max_new: int, lookup: int | Non
     model = LlamaForCausalLM(cfg).float().eval()
     model.load_state_dict(sd, strict=False)
     model.tie_weights()
+    return model, int(cfg.eos_token_id)
+
+
+def hf_reference(model, eos: int, prompt_tokens: list[list[int]], max_new: int,
+                 lookup: int | None) -> tuple[float, int]:
     tokens = 0
     t0 = time.perf_counter()
     for p in prompt_tokens:
@@ -59,7 +65,7 @@ def hf_reference(prompt_tokens: list[list[int]], max_new: int, lookup: int | Non
         kw = {"prompt_lookup_num_tokens": lookup} if lookup else {}
         with torch.inference_mode():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
-                                 do_sample=False, pad_token_id=cfg.eos_token_id, **kw)
+                                 do_sample=False, pad_token_id=eos, **kw)
         tokens += out.shape[1] - ids.shape[1]
     return time.perf_counter() - t0, tokens
 
@@ -120,8 +126,9 @@ def main() -> None:
         print(f"\ntransformers generate, batch 1, greedy, {len(ptoks)} prompts, max_new_tokens "
               f"{args.max_new_tokens}")
         print(f"{'reference':<34} {'wall_s':>8} {'tokens':>7} {'tok/s':>7}")
+        model, eos = hf_model()
         for label, lookup in (("generate", None), ("generate prompt_lookup_num_tokens=4", 4)):
-            wall, tokens = hf_reference(ptoks, args.max_new_tokens, lookup)
+            wall, tokens = hf_reference(model, eos, ptoks, args.max_new_tokens, lookup)
             print(f"{label:<34} {wall:>8.1f} {tokens:>7} {tokens / wall:>7.1f}")
     np.set_printoptions()
 
