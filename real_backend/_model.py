@@ -111,7 +111,7 @@ class Block(nn.Module):
         cfg = self.cfg
         b, q, _ = x.shape
         hkv, g, hd = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
-        qkv = self.wqkv(self.attn_norm(x))                                    # [B, Q, (H+2Hkv)*hd]
+        qkv = _rows(self.wqkv, self.attn_norm(x))                             # [B, Q, (H+2Hkv)*hd]
         xq, xk, xv = qkv.split([cfg.n_heads * hd, hkv * hd, hkv * hd], dim=-1)
         xq = _rope(xq.view(b, q, cfg.n_heads, hd), cos, sin)                 # [B, Q, H, hd]
         xk = _rope(xk.view(b, q, hkv, hd), cos, sin)                         # [B, Q, Hkv, hd]
@@ -125,9 +125,9 @@ class Block(nn.Module):
         qh = xq.view(b, q, hkv, g, hd).permute(0, 2, 3, 1, 4).reshape(b, hkv, g * q, hd)
         att = _attention(qh, keys, values, mask)                             # [B, Hkv, G*Q, hd]
         att = att.view(b, hkv, g, q, hd).permute(0, 3, 1, 2, 4).reshape(b, q, cfg.n_heads * hd)
-        h = x + self.wo(att)
-        gate, up = self.w13(self.ffn_norm(h)).chunk(2, dim=-1)
-        return h + self.w2(F.silu(gate) * up)
+        h = x + _rows(self.wo, att)
+        gate, up = _rows(self.w13, self.ffn_norm(h)).chunk(2, dim=-1)
+        return h + _rows(self.w2, F.silu(gate) * up)
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -137,8 +137,30 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     blocking targets long queries), 20x the plain math below, which is what decode needs."""
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    gq = q.shape[2]
+    if gq < MIN_ROWS:  # pad the query rows (see _rows); the padding rows' outputs are dropped
+        q = F.pad(q, (0, 0, 0, MIN_ROWS - gq))
+        mask = F.pad(mask, (0, 0, 0, MIN_ROWS - gq))
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5).add_(mask)  # [B, Hkv, GQ, C]
-    return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v)
+    return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v)[:, :, :gq]
+
+
+# Batch invariance on CPU: a row's logits must not depend on what else is in the batch, or
+# speculative decoding (rows of Q tokens, other requests alongside) could flip a near-tie that
+# autoregressive decoding (one row, one token) resolves the other way. The CPU BLAS takes a
+# different kernel, with a different summation order, for matrix products of fewer than 4 rows;
+# from 4 rows up a row's result is the same bits whatever the row count or context length (checked
+# for these shapes; test_model.py asserts the end-to-end property). So products get >= 4 rows.
+MIN_ROWS = 4
+
+
+def _rows(f, x: torch.Tensor) -> torch.Tensor:
+    """f(x) for a row-wise linear map f over x [B, Q, D], with at least MIN_ROWS rows on CPU."""
+    b, q = x.shape[0], x.shape[1]
+    if b * q >= MIN_ROWS or x.device.type != "cpu":
+        return f(x)
+    flat = F.pad(x.reshape(b * q, x.shape[-1]), (0, 0, 0, MIN_ROWS - b * q))
+    return f(flat)[:b * q].reshape(b, q, -1)
 
 
 def _write(layer_cache: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, new: torch.Tensor) -> None:
@@ -178,7 +200,12 @@ class Transformer(nn.Module):
         b, q = tokens.shape
         dev = tokens.device
         if c_max is None:
-            c_max = int(start.max()) + q
+            need = int(start.max()) + q
+            if need > cache.max_ctx:
+                raise ValueError(f"start + Q = {need} exceeds the cache ({cache.max_ctx} positions)")
+            # Rounded up to a multiple of 64: the CPU kernels' reduction order then never depends
+            # on the batch's exact context (see _rows).
+            c_max = min(-(-need // 64) * 64, cache.max_ctx)
         if c_max > cache.max_ctx:
             raise ValueError(f"start + Q = {c_max} exceeds the cache ({cache.max_ctx} positions)")
         pos = start[:, None] + torch.arange(q, device=dev)                   # [B, Q]
@@ -197,7 +224,7 @@ class Transformer(nn.Module):
             x = layer(x, i, cos, sin, (rows, pos), read, mask, cache)
         x = self.norm(x)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, head).float()                                     # [B, Q, V]
+        return _rows(lambda t: F.linear(t, head), x).float()                 # [B, Q, V]
 
 
 def _read_index(slots: torch.Tensor, c_max: int) -> tuple:

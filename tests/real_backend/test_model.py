@@ -177,3 +177,39 @@ def test_smollm2_logits_match_transformers_loading_the_same_gguf():
         ref = hf(tokens).logits.float()
     torch.testing.assert_close(ours, ref, atol=1e-3, rtol=1e-3)
     assert torch.equal(ours.argmax(-1), ref.argmax(-1))
+
+
+@pytest.fixture(scope="module")
+def smol_shape():
+    return load_model("smollm2-135m", random_weights=True, seed=3, max_ctx=512)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rows_are_bitwise_batch_invariant_on_cpu(smol_shape, threads):
+    """A row's logits are the same bits whether it is decoded alone one token at a time or verified
+    as Q tokens in a batch of other rows (different slots, contexts, query lengths): what makes
+    speculative decoding reproduce autoregressive decoding exactly on the real model."""
+    model, cfg = smol_shape, smol_shape.cfg
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(threads)
+        prompt_lens, q_lens = [37, 5, 90, 64], [1, 4, 3, 2]
+        seqs = [torch.randint(0, cfg.vocab_size, (p + q,), generator=g) for p, q in zip(prompt_lens, q_lens)]
+        slots = torch.tensor([2, 0, 3, 1])
+        batch_cache = KVCache(cfg, 4, 128)
+        for s, p, seq in zip(slots.tolist(), prompt_lens, seqs):
+            _forward(model, seq[None, :p], torch.tensor([s]), torch.tensor([0]), batch_cache)
+        tokens = torch.zeros(4, max(q_lens), dtype=torch.int64)
+        for i, (p, q) in enumerate(zip(prompt_lens, q_lens)):
+            tokens[i, :q] = seqs[i][p:]
+        batched = _forward(model, tokens, slots, torch.tensor(prompt_lens), batch_cache)
+        for i, (p, q) in enumerate(zip(prompt_lens, q_lens)):
+            alone = KVCache(cfg, 1, 128)
+            _forward(model, seqs[i][None, :p], torch.tensor([0]), torch.tensor([0]), alone)
+            for j in range(q):  # autoregressive: one token per forward
+                one = _forward(model, seqs[i][None, p + j:p + j + 1], torch.tensor([0]),
+                               torch.tensor([p + j]), alone)
+                assert torch.equal(one[0, 0], batched[i, j]), (i, j)
+    finally:
+        torch.set_num_threads(saved)
