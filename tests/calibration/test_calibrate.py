@@ -177,3 +177,16 @@ def test_drafter_cost_measured_and_charged_only_when_drafting() -> None:
     plain = prof.iteration_time(IterationBatch.from_requests(q, c))[0]
     drafting = prof.iteration_time(IterationBatch.from_requests(q, c, draft=np.array([3.0, 0.0])))[0]
     assert drafting - plain == pytest.approx(2 * 1e-5 + 3 * 1e-6)
+
+
+@pytest.mark.slow
+def test_real_timing_step_quick_calibration(tmp_path) -> None:
+    """End to end on the real backend's timing step (random SmolLM2-shaped weights, quick grid)."""
+    pytest.importorskip("torch")
+    out = tmp_path / "cpu.json"
+    argv = ["calibrate", "--model", "smollm2-135m", "--random-weights", "--quick", "--out", str(out)]
+    assert main(argv) == 0
+    prof = load_profile(out, expect_model="smollm2-135m")
+    assert prof.kind == "measured" and prof.heldout_mape is not None
+    b = IterationBatch.from_requests(np.ones(4), np.full(4, 100.0))
+    assert prof.iteration_time(b)[0] > 0
