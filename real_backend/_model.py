@@ -107,11 +107,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: int, cos: torch.Tensor, sin: torch.Tensor,
                 write_idx: tuple[torch.Tensor, torch.Tensor], read: slice | torch.Tensor,
-                mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
+                mask: torch.Tensor, cache: KVCache, min_rows: int) -> torch.Tensor:
         cfg = self.cfg
         b, q, _ = x.shape
         hkv, g, hd = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
-        qkv = _rows(self.wqkv, self.attn_norm(x))                             # [B, Q, (H+2Hkv)*hd]
+        qkv = _rows(self.wqkv, self.attn_norm(x), min_rows)                          # [B, Q, (H+2Hkv)*hd]
         xq, xk, xv = qkv.split([cfg.n_heads * hd, hkv * hd, hkv * hd], dim=-1)
         xq = _rope(xq.view(b, q, cfg.n_heads, hd), cos, sin)                 # [B, Q, H, hd]
         xk = _rope(xk.view(b, q, hkv, hd), cos, sin)                         # [B, Q, Hkv, hd]
@@ -123,14 +123,15 @@ class Block(nn.Module):
         values = cache.v[layer][read]
         # GQA without repeating K/V: the G query heads of a KV head are stacked along the query axis.
         qh = xq.view(b, q, hkv, g, hd).permute(0, 2, 3, 1, 4).reshape(b, hkv, g * q, hd)
-        att = _attention(qh, keys, values, mask)                             # [B, Hkv, G*Q, hd]
+        att = _attention(qh, keys, values, mask, min_rows)                           # [B, Hkv, G*Q, hd]
         att = att.view(b, hkv, g, q, hd).permute(0, 3, 1, 2, 4).reshape(b, q, cfg.n_heads * hd)
-        h = x + _rows(self.wo, att)
-        gate, up = _rows(self.w13, self.ffn_norm(h)).chunk(2, dim=-1)
-        return h + _rows(self.w2, F.silu(gate) * up)
+        h = x + _rows(self.wo, att, min_rows)
+        gate, up = _rows(self.w13, self.ffn_norm(h), min_rows).chunk(2, dim=-1)
+        return h + _rows(self.w2, F.silu(gate) * up, min_rows)
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+               min_rows: int = 1) -> torch.Tensor:
     """q [B, Hkv, G*Q, hd]; k, v [B, Hkv, C, hd]; mask: additive float [B, 1, G*Q, C] on CPU, bool on GPU.
 
     On CPU, PyTorch's flash-attention kernel costs ~8 ms per call for a handful of query rows (its
@@ -138,9 +139,9 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     gq = q.shape[2]
-    if gq < MIN_ROWS:  # pad the query rows (see _rows); the padding rows' outputs are dropped
-        q = F.pad(q, (0, 0, 0, MIN_ROWS - gq))
-        mask = F.pad(mask, (0, 0, 0, MIN_ROWS - gq))
+    if gq < min_rows:  # pad the query rows (see _rows); the padding rows' outputs are dropped
+        q = F.pad(q, (0, 0, 0, min_rows - gq))
+        mask = F.pad(mask, (0, 0, 0, min_rows - gq))
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5).add_(mask)  # [B, Hkv, GQ, C]
     return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v)[:, :, :gq]
 
@@ -154,12 +155,12 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
 MIN_ROWS = 4
 
 
-def _rows(f, x: torch.Tensor) -> torch.Tensor:
-    """f(x) for a row-wise linear map f over x [B, Q, D], with at least MIN_ROWS rows on CPU."""
+def _rows(f, x: torch.Tensor, min_rows: int = 1) -> torch.Tensor:
+    """f(x) for a row-wise linear map f over x [B, Q, D], with at least ``min_rows`` rows on CPU."""
     b, q = x.shape[0], x.shape[1]
-    if b * q >= MIN_ROWS or x.device.type != "cpu":
+    if b * q >= min_rows or x.device.type != "cpu":
         return f(x)
-    flat = F.pad(x.reshape(b * q, x.shape[-1]), (0, 0, 0, MIN_ROWS - b * q))
+    flat = F.pad(x.reshape(b * q, x.shape[-1]), (0, 0, 0, min_rows - b * q))
     return f(flat)[:b * q].reshape(b, q, -1)
 
 
@@ -176,6 +177,10 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 
 
 class Transformer(nn.Module):
+    # True: a row's logits are the same bits whatever else is in the batch (see MIN_ROWS); costs
+    # ~35% on CPU forwards of fewer than 4 token rows (measured at batch 1). False: fastest.
+    batch_invariant: bool = True
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -199,13 +204,14 @@ class Transformer(nn.Module):
         pool passes a fixed bucket instead, since a captured graph cannot depend on tensor values."""
         b, q = tokens.shape
         dev = tokens.device
+        min_rows = MIN_ROWS if self.batch_invariant else 1
         if c_max is None:
             need = int(start.max()) + q
             if need > cache.max_ctx:
                 raise ValueError(f"start + Q = {need} exceeds the cache ({cache.max_ctx} positions)")
             # Rounded up to a multiple of 64: the CPU kernels' reduction order then never depends
             # on the batch's exact context (see _rows).
-            c_max = min(-(-need // 64) * 64, cache.max_ctx)
+            c_max = min(-(-need // 64) * 64, cache.max_ctx) if self.batch_invariant else need
         if c_max > cache.max_ctx:
             raise ValueError(f"start + Q = {c_max} exceeds the cache ({cache.max_ctx} positions)")
         pos = start[:, None] + torch.arange(q, device=dev)                   # [B, Q]
@@ -221,10 +227,10 @@ class Transformer(nn.Module):
             mask = torch.zeros(mask.shape, dtype=self.tok_emb.weight.dtype).masked_fill_(~mask, float("-inf"))
         x = self.tok_emb(tokens)                                              # [B, Q, D]
         for i, layer in enumerate(self.layers):
-            x = layer(x, i, cos, sin, (rows, pos), read, mask, cache)
+            x = layer(x, i, cos, sin, (rows, pos), read, mask, cache, min_rows)
         x = self.norm(x)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        return _rows(lambda t: F.linear(t, head), x).float()                 # [B, Q, V]
+        return _rows(lambda t: F.linear(t, head), x, min_rows).float()                # [B, Q, V]
 
 
 def _read_index(slots: torch.Tensor, c_max: int) -> tuple:
