@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from real_backend._sampling import keyed_sample, keyed_uniform, row_hash, top_p_mask
+from real_backend._sampling import G_MAX, keyed_sample, keyed_uniform, row_hash, top_p_mask
 
 
 def _logits(b: int, q: int, v: int, seed: int = 0) -> torch.Tensor:
@@ -96,3 +96,11 @@ def test_bad_arguments():
         keyed_sample(lg, 0, torch.tensor([0]), torch.zeros(1, 1, dtype=torch.int64), 1.0, 0.0)
     with pytest.raises(ValueError):
         keyed_sample(lg[0], 0, torch.tensor([0]), torch.zeros(1, 1, dtype=torch.int64), 1.0, 1.0)
+
+
+def test_the_largest_uniform_stays_below_one():
+    # With 24 hash bits the top value rounds to 1.0 in float32 and its Gumbel is +inf: that token
+    # would win whatever its logit (once per ~340 rows of a 49k vocabulary).
+    assert 10.0 < G_MAX < 20.0
+    u = keyed_uniform(5, torch.arange(64), torch.arange(64)[:, None], 49152)
+    assert float(u.max()) < 1.0 and bool(torch.isfinite(-torch.log(-torch.log(u))).all())
