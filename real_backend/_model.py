@@ -106,7 +106,7 @@ class Block(nn.Module):
         self.w2 = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, layer: int, cos: torch.Tensor, sin: torch.Tensor,
-                write_idx: tuple[torch.Tensor, torch.Tensor], read: slice | torch.Tensor,
+                write_idx: tuple[torch.Tensor, torch.Tensor], read: _Read,
                 mask: torch.Tensor, cache: KVCache, min_rows: int) -> torch.Tensor:
         cfg = self.cfg
         b, q, _ = x.shape
@@ -119,11 +119,16 @@ class Block(nn.Module):
         rows, pos = write_idx
         _write(cache.k[layer], rows, pos, xk)
         _write(cache.v[layer], rows, pos, xv.view(b, q, hkv, hd))
-        keys = cache.k[layer][read]                                           # [B, Hkv, C, hd]
-        values = cache.v[layer][read]
+        keys = cache.k[layer][read.index]                                     # [B or span, Hkv, C, hd]
+        values = cache.v[layer][read.index]
         # GQA without repeating K/V: the G query heads of a KV head are stacked along the query axis.
         qh = xq.view(b, q, hkv, g, hd).permute(0, 2, 3, 1, 4).reshape(b, hkv, g * q, hd)
-        att = _attention(qh, keys, values, mask, min_rows)                           # [B, Hkv, G*Q, hd]
+        if read.rows is None:
+            att = _attention(qh, keys, values, mask, min_rows)                       # [B, Hkv, G*Q, hd]
+        else:  # the batch's queries placed at their slots' rows of a view over a span of slots
+            spread = qh.new_zeros((keys.shape[0],) + qh.shape[1:])
+            spread[read.rows] = qh
+            att = _attention(spread, keys, values, read.mask, min_rows)[read.rows]
         att = att.view(b, hkv, g, q, hd).permute(0, 3, 1, 2, 4).reshape(b, q, cfg.n_heads * hd)
         h = x + _rows(self.wo, att, min_rows)
         gate, up = _rows(self.w13, self.ffn_norm(h), min_rows).chunk(2, dim=-1)
@@ -218,13 +223,15 @@ class Transformer(nn.Module):
         rows = slots[:, None].expand(b, q)
         cos = self.rope_cos[pos].to(self.tok_emb.weight.dtype)[:, :, None, :]  # [B, Q, 1, hd]
         sin = self.rope_sin[pos].to(self.tok_emb.weight.dtype)[:, :, None, :]
-        read = _read_index(slots, c_max)
+        read = _read_plan(slots, c_max)
         g = self.cfg.n_heads // self.cfg.n_kv_heads
         # Causal over the row's own positions: query at p sees cache positions <= p.
         visible = torch.arange(c_max, device=dev)[None, None, :] <= pos[:, :, None]  # [B, Q, C]
         mask = visible[:, None, None].expand(b, 1, g, q, c_max).reshape(b, 1, g * q, c_max)
         if dev.type == "cpu":  # additive form for the math attention (see _attention)
             mask = torch.zeros(mask.shape, dtype=self.tok_emb.weight.dtype).masked_fill_(~mask, float("-inf"))
+        if read.rows is not None:  # rows of the span without a query see everything (no NaN)
+            read.mask = mask.new_zeros((read.span,) + mask.shape[1:]).index_copy_(0, read.rows, mask)
         x = self.tok_emb(tokens)                                              # [B, Q, D]
         for i, layer in enumerate(self.layers):
             x = layer(x, i, cos, sin, (rows, pos), read, mask, cache, min_rows)
@@ -233,14 +240,32 @@ class Transformer(nn.Module):
         return _rows(lambda t: F.linear(t, head), x, min_rows).float()                # [B, Q, V]
 
 
-def _read_index(slots: torch.Tensor, c_max: int) -> tuple:
-    """Index into one layer's cache [S, Hkv, T, hd] giving [B, Hkv, c_max, hd]. Rows whose slots are
-    consecutive and ascending read a view (no copy); otherwise the rows are gathered."""
+@dataclass
+class _Read:
+    """How a forward reads the cache: ``index`` into one layer's cache [S, Hkv, T, hd]; with ``rows``
+    set, ``index`` is a view over a span of slots and each query row sits at ``rows[b]`` of it."""
+
+    index: tuple
+    rows: torch.Tensor | None = None
+    span: int = 0
+    mask: torch.Tensor | None = None
+
+
+def _read_plan(slots: torch.Tensor, c_max: int) -> _Read:
+    """Read views, not copies, where the slots allow. Consecutive ascending slots: a plain view.
+    Slots filling at least half of their span (rows finished and left holes, or came in any order):
+    a view over the span, the queries spread to their slots' rows (the holes cost wasted attention,
+    at most as much as the real rows). Otherwise gather the rows (a copy of their K/V per layer,
+    +45% step time measured at batch 16, context 900: reason enough to avoid it)."""
+    ctx = (slice(None), slice(0, c_max))
     if slots.device.type == "cpu":  # on CUDA a .tolist() would sync (and break graph capture)
         s = slots.tolist()
-        if s and s == list(range(s[0], s[0] + len(s))):
-            return (slice(s[0], s[0] + len(s)), slice(None), slice(0, c_max))
-    return (slots, slice(None), slice(0, c_max))
+        lo, hi = min(s), max(s)
+        if s == list(range(lo, lo + len(s))):
+            return _Read((slice(lo, hi + 1), *ctx))
+        if hi - lo + 1 <= 2 * len(s) and len(set(s)) == len(s):
+            return _Read((slice(lo, hi + 1), *ctx), rows=slots - lo, span=hi - lo + 1)
+    return _Read((slots, *ctx))
 
 
 # ------------------------------------------------------------------------------------------

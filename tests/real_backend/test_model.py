@@ -101,13 +101,20 @@ def test_mixed_batch_equals_each_row_alone_and_padding_does_not_leak():
         torch.testing.assert_close(after[i, 0], alone[0, -1], atol=1e-5, rtol=1e-5)
 
 
-def test_contiguous_and_gathered_slot_reads_agree():
+@pytest.mark.parametrize("slots, mode", [([1, 2, 3], "view"), ([3, 1, 2], "spread"), ([4, 0, 2], "spread"),
+                                         ([9, 0, 5], "gather")])
+def test_every_cache_read_plan_gives_the_same_logits(slots, mode):
+    from real_backend._model import _read_plan
+
+    plan = _read_plan(torch.tensor(slots), 16)
+    assert mode == ("gather" if not isinstance(plan.index[0], slice) else
+                    "view" if plan.rows is None else "spread")
     model = tiny_model(4)
     tokens = torch.randint(0, TINY.vocab_size, (3, 6), generator=torch.Generator().manual_seed(3))
-    start = torch.zeros(3, dtype=torch.int64)
-    a = _forward(model, tokens, torch.tensor([1, 2, 3]), start, KVCache(TINY, 4, 16))   # view
-    b = _forward(model, tokens[[2, 0, 1]], torch.tensor([3, 1, 2]), start, KVCache(TINY, 4, 16))  # gather
-    torch.testing.assert_close(b, a[[2, 0, 1]], atol=1e-6, rtol=1e-6)
+    start = torch.tensor([0, 0, 0])
+    ref = _forward(model, tokens, torch.tensor([0, 1, 2]), start, KVCache(TINY, 10, 16))
+    got = _forward(model, tokens, torch.tensor(slots), start, KVCache(TINY, 10, 16))
+    assert torch.equal(got, ref)
 
 
 def test_overflowing_the_cache_is_a_clear_error():
