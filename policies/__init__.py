@@ -15,6 +15,7 @@ from policies._base import (
     register_policy,
     save_policy_file,
 )
+from policies._history import LONG, MEDIUM, SHORT, LengthHistory, length_class
 from policies._state import Feedback, PolicyState
 
 __all__ = [
@@ -22,8 +23,13 @@ __all__ = [
     "AutoRegressive",
     "Feedback",
     "FixedK",
+    "LONG",
+    "LengthHistory",
+    "MEDIUM",
     "Policy",
     "PolicyState",
+    "SHORT",
+    "length_class",
     "load_policy_file",
     "make_policy",
     "policy_from_dict",
