@@ -4,6 +4,7 @@ Public surface: :class:`PolicyState`, :class:`Feedback`, :class:`Policy`, :data:
 :func:`make_policy`, :func:`policy_from_dict`, :func:`load_policy_file`.
 """
 
+from policies._adaptive import AdaptivePolicy
 from policies._base import (
     POLICIES,
     AutoRegressive,
@@ -16,19 +17,24 @@ from policies._base import (
     save_policy_file,
 )
 from policies._history import LONG, MEDIUM, SHORT, LengthHistory, length_class
+from policies._oracle import OraclePolicy
 from policies._state import Feedback, PolicyState
+from policies._threshold import ThresholdPolicy
 
 __all__ = [
     "POLICIES",
+    "AdaptivePolicy",
     "AutoRegressive",
     "Feedback",
     "FixedK",
     "LONG",
     "LengthHistory",
     "MEDIUM",
+    "OraclePolicy",
     "Policy",
     "PolicyState",
     "SHORT",
+    "ThresholdPolicy",
     "length_class",
     "load_policy_file",
     "make_policy",
