@@ -16,6 +16,7 @@ from policies._base import (
     register_policy,
     save_policy_file,
 )
+from policies._das import DASPolicy, das_optimal_k
 from policies._history import LONG, MEDIUM, SHORT, LengthHistory, length_class
 from policies._oracle import OraclePolicy
 from policies._state import Feedback, PolicyState
@@ -25,6 +26,7 @@ __all__ = [
     "POLICIES",
     "AdaptivePolicy",
     "AutoRegressive",
+    "DASPolicy",
     "Feedback",
     "FixedK",
     "LONG",
@@ -35,6 +37,7 @@ __all__ = [
     "PolicyState",
     "SHORT",
     "ThresholdPolicy",
+    "das_optimal_k",
     "length_class",
     "load_policy_file",
     "make_policy",
