@@ -19,8 +19,10 @@ from policies._base import (
 from policies._das import DASPolicy, das_optimal_k
 from policies._history import LONG, MEDIUM, SHORT, LengthHistory, length_class
 from policies._oracle import OraclePolicy
+from policies._seer import SeerPolicy
 from policies._state import Feedback, PolicyState
 from policies._threshold import ThresholdPolicy
+from policies._tlt import TLTPolicy
 
 __all__ = [
     "POLICIES",
@@ -36,6 +38,8 @@ __all__ = [
     "Policy",
     "PolicyState",
     "SHORT",
+    "SeerPolicy",
+    "TLTPolicy",
     "ThresholdPolicy",
     "das_optimal_k",
     "length_class",
