@@ -1,6 +1,7 @@
 """Decode throughput of the lean SmolLM2-135M model on this machine (tokens/s), batch 1 and 16.
 
     .venv/bin/python benchmarks/bench_model.py [--threads N] [--steps 32] [--ctx 256] [--hf]
+                                               [--no-invariant]
 
 Each row: B requests with ``ctx`` cached tokens decode ``steps`` tokens each, one forward + one
 keyed_sample per step (the engine's decode work without drafting). ``--hf`` adds transformers'
@@ -16,10 +17,11 @@ import time
 import torch
 
 
-def bench_ours(batch: int, ctx: int, steps: int, temperature: float) -> tuple[float, float]:
+def bench_ours(batch: int, ctx: int, steps: int, temperature: float, invariant: bool) -> tuple[float, float]:
     from real_backend import KVCache, keyed_sample, load_model
 
     model = load_model()
+    model.batch_invariant = invariant
     cache = KVCache(model.cfg, batch, ctx + steps + 1)
     g = torch.Generator().manual_seed(0)
     slots = torch.arange(batch)
@@ -66,13 +68,17 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--hf", action="store_true", help="also time transformers' forward at batch 1")
+    ap.add_argument("--no-invariant", action="store_true",
+                    help="also time with Transformer.batch_invariant off (fastest, not bitwise invariant)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"threads={args.threads} ctx={args.ctx} steps={args.steps} load_avg={os.getloadavg()[0]:.2f}")
     print(f"{'impl':<14}{'batch':>6}{'fwd ms':>10}{'sample ms':>11}{'tokens/s':>10}")
-    for batch in (1, 16):
-        fwd, smp = bench_ours(batch, args.ctx, args.steps, args.temperature)
-        print(f"{'specroll':<14}{batch:>6}{fwd * 1e3:>10.1f}{smp * 1e3:>11.1f}{batch / (fwd + smp):>10.1f}")
+    for invariant in (True, False) if args.no_invariant else (True,):
+        name = "specroll" if invariant else "specroll-fast"
+        for batch in (1, 16):
+            fwd, smp = bench_ours(batch, args.ctx, args.steps, args.temperature, invariant)
+            print(f"{name:<14}{batch:>6}{fwd * 1e3:>10.1f}{smp * 1e3:>11.1f}{batch / (fwd + smp):>10.1f}")
     if args.hf:
         fwd = bench_hf(args.ctx, args.steps)
         print(f"{'transformers':<14}{1:>6}{fwd * 1e3:>10.1f}{'-':>11}{1 / fwd:>10.1f}")
