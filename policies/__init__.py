@@ -18,6 +18,7 @@ from policies._base import (
 )
 from policies._das import DASPolicy, das_optimal_k
 from policies._history import LONG, MEDIUM, SHORT, LengthHistory, length_class
+from policies._mdp import MDPPolicy, solve_mdp, threshold_structure
 from policies._oracle import OraclePolicy
 from policies._seer import SeerPolicy
 from policies._state import Feedback, PolicyState
@@ -34,6 +35,7 @@ __all__ = [
     "LONG",
     "LengthHistory",
     "MEDIUM",
+    "MDPPolicy",
     "OraclePolicy",
     "Policy",
     "PolicyState",
@@ -48,4 +50,6 @@ __all__ = [
     "policy_from_dict",
     "register_policy",
     "save_policy_file",
+    "solve_mdp",
+    "threshold_structure",
 ]
