@@ -2,7 +2,8 @@
 
 Model side: :func:`load_model` (SmolLM2-135M from its GGUF, or random-weight timing shapes),
 :class:`Transformer`, :class:`KVCache`, :class:`ModelConfig`, :func:`load_tokenizer`, :func:`model_file`,
-:func:`keyed_sample` (position-keyed Gumbel-max sampling), :func:`make_timing_step` (calibration).
+:func:`keyed_sample` (position-keyed Gumbel-max sampling), :func:`make_timing_step` (calibration),
+:class:`GraphPool` (CUDA-graph decode/verify steps; its cache needs max_batch + 1 slots).
 
 Engine side (engine, workload, rollouts): :class:`Engine`, :func:`rollout`, :class:`RolloutConfig`,
 :class:`RolloutResult`, :func:`load_backend`, :func:`arithmetic_prompts`, :func:`load_prompts_file`,
@@ -12,6 +13,7 @@ Engine side (engine, workload, rollouts): :class:`Engine`, :func:`rollout`, :cla
 # Model side (engineer M): _gguf, _model, _tokenizer, _sampling, _timing, _graphs; the rest is E's.
 from real_backend._engine import Engine, RolloutOutput, StepOutput
 from real_backend._gguf import model_file
+from real_backend._graphs import GraphPool
 from real_backend._model import KVCache, ModelConfig, Transformer, load_model
 from real_backend._rollout import Backend, RolloutConfig, RolloutResult, load_backend, rollout
 from real_backend._sampling import keyed_sample
@@ -29,6 +31,7 @@ from real_backend._workload import (
 
 __all__ = [
     # model side (engineer M)
+    "GraphPool",
     "KVCache",
     "ModelConfig",
     "TimingStep",
