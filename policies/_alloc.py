@@ -24,6 +24,8 @@ def serve_quota(want: np.ndarray, engine: np.ndarray, quota: np.ndarray, tier: n
     batch. A negative quota means unlimited. Requests whose tier is not listed get 0.
     """
     n_engines = quota.shape[0]
+    if (quota < 0).all():  # unlimited: nothing to share
+        return np.where(np.isin(tier, tiers), want, 0).astype(np.int32)
     left = np.where(quota < 0, np.inf, quota).astype(np.float64)
     out = np.zeros(want.shape[0], dtype=np.int32)
     for t in tiers:
@@ -38,3 +40,36 @@ def serve_quota(want: np.ndarray, engine: np.ndarray, quota: np.ndarray, tier: n
         out[sel] = give
         left -= np.bincount(e, weights=give, minlength=n_engines)
     return out
+
+
+def has_confidence(state) -> bool:
+    """False when the state has no confidence signal (draft_conf would be all NaN).
+
+    Lets a policy skip building and scanning an (n, kmax) matrix of NaN for parametric acceptance.
+    """
+    return state.conf_fn is not None or state._conf is not None
+
+
+def confident_prefix(conf: np.ndarray, min_prob: float | np.ndarray, k_max: int) -> np.ndarray:
+    """int (n,): leading proposal tokens whose path probability prod_{i<=j} conf[:, i] >= min_prob.
+
+    The probability is non-increasing along the proposal, so this is the longest prefix worth
+    drafting at that threshold (0 for NaN rows). Columns are scanned one at a time over the rows
+    still above the threshold: cheaper than a full cumprod when most proposals stop early.
+    """
+    n = conf.shape[0]
+    k = np.zeros(n, dtype=np.int32)
+    if n == 0 or k_max <= 0:
+        return k
+    thr = np.broadcast_to(np.asarray(min_prob, dtype=np.float64), (n,))
+    p = conf[:, 0].astype(np.float64)
+    alive = p >= thr
+    idx, p, thr = np.flatnonzero(alive), p[alive], thr[alive]
+    for j in range(1, k_max + 1):
+        k[idx] = j
+        if j == k_max or idx.size == 0:
+            break
+        p = p * conf[idx, j]
+        alive = p >= thr
+        idx, p, thr = idx[alive], p[alive], thr[alive]
+    return k

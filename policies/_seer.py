@@ -6,27 +6,59 @@ import dataclasses
 
 import numpy as np
 
+from policies._alloc import has_confidence
 from policies._base import Policy, register_policy
 from policies._state import PolicyState
 from policies._tuner import tunable
 from specroll.errors import SpecrollError
 
+_LEVELS_PER_OCTAVE = 32  # gain resolution of the budget cutoff: 2^(1/32) ~ 2 %
+_N_LEVELS = 40 * _LEVELS_PER_OCTAVE
 
-def marginal_gains(state: PolicyState, k_max: int, prior_alpha: float) -> np.ndarray:
-    """float (n, k_max): expected extra accepted tokens of the j-th draft token of each request.
 
-    The j-th token adds one accepted token exactly when tokens 1..j are all accepted, so its
-    marginal gain is the proposal's path probability prod_{i<=j} p_i (non-increasing in j).
-    Without a confidence signal, p_i = the request's acceptance EMA (``prior_alpha`` before any).
+def worthwhile_cells(state: PolicyState, k_max: int, min_gain: float,
+                     prior_alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, j, gain) of every draft token whose marginal gain is >= min_gain.
+
+    The j-th token (0-based) adds one accepted token exactly when tokens 0..j are all accepted,
+    so its marginal gain is the proposal's path probability prod_{i<=j} p_i (non-increasing in
+    j). Without a confidence signal, p_i = the request's acceptance EMA (``prior_alpha`` before
+    any), so the gains are a^(j+1).
     """
-    conf = state.draft_conf[:, :k_max].astype(np.float64)
-    gain = np.cumprod(conf, axis=1)
-    no_signal = np.isnan(conf[:, 0]) if k_max > 0 else np.zeros(state.n, bool)
-    if no_signal.any():
-        a = state.accept_ema[no_signal]
+    n = state.n
+    floor = max(min_gain, 1e-12)
+    rows, js, gains = [], [], []
+    signal = np.zeros(n, dtype=bool)
+    if has_confidence(state) and k_max > 0:
+        conf = state.draft_conf
+        signal = ~np.isnan(conf[:, 0])
+        idx = np.flatnonzero(signal)
+        p = np.ones(idx.size)
+        for j in range(k_max):  # column by column over the rows still above the floor
+            p = p * conf[idx, j]
+            alive = p >= floor
+            idx, p = idx[alive], p[alive]
+            if idx.size == 0:
+                break
+            rows.append(idx)
+            js.append(np.full(idx.size, j))
+            gains.append(p)
+    ns = np.flatnonzero(~signal)
+    if ns.size and k_max > 0:
+        a = state.accept_ema[ns]
         a = np.clip(np.where(np.isnan(a), prior_alpha, a), 0.0, 1.0)
-        gain[no_signal] = a[:, None] ** np.arange(1, k_max + 1)[None, :]
-    return gain
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cnt = np.floor(np.log(floor) / np.log(a) + 1e-9)
+        cnt = np.clip(np.nan_to_num(np.where(a >= 1.0, k_max, cnt), nan=0.0), 0, k_max).astype(np.int64)
+        r = np.repeat(ns, cnt)
+        j = np.arange(r.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        rows.append(r)
+        js.append(j)
+        gains.append(np.repeat(a, cnt) ** (j + 1))
+    if not rows:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, np.zeros(0)
+    return np.concatenate(rows), np.concatenate(js), np.concatenate(gains)
 
 
 @register_policy("seer")
@@ -37,11 +69,12 @@ class SeerPolicy(Policy):
 
     Each engine's iteration may verify ``tokens_per_iter`` query tokens in all (one per request
     is the ordinary decode, the rest is the draft budget; -1 = no budget). Draft tokens are
-    handed out greedily by marginal gain (:func:`marginal_gains`) across the engine's requests,
-    never below ``min_gain`` (a token less likely than that to be accepted is not worth its
-    verification), at most ``k_max`` per request. Since each request's gains are
-    non-increasing, the greedy result is a per-engine gain cutoff: a request drafts as many
-    tokens as it has gains above its engine's cutoff. Defaults are ours.
+    handed out greedily by marginal gain (:func:`worthwhile_cells`) across the engine's
+    requests, never below ``min_gain`` (a token less likely than that to be accepted is not
+    worth its verification), at most ``k_max`` per request. Each request's gains are
+    non-increasing, so the greedy result is a per-engine gain cutoff; it is found from a
+    per-engine histogram of log-gains (2 % wide levels; ties inside the cutoff level go to the
+    earlier requests), which keeps decide() O(cells) instead of a sort. Defaults are ours.
     """
 
     uses_confidence = True
@@ -62,32 +95,32 @@ class SeerPolicy(Policy):
 
     def decide(self, state: PolicyState) -> np.ndarray:
         p = self.params
+        n, E = state.n, state.n_engines
         k_max = min(int(p.k_max), state.kmax)
-        n = state.n
-        if k_max == 0 or n == 0:
-            return np.zeros(n, dtype=np.int32)
-        gain = marginal_gains(state, k_max, p.prior_alpha)
-        ok = gain >= max(p.min_gain, 1e-12)
-        k = ok.sum(axis=1).astype(np.int32)  # what each request is worth drafting, unbounded budget
-        if p.tokens_per_iter < 0:
+        rows, js, gains = worthwhile_cells(state, k_max, p.min_gain, p.prior_alpha)
+        k = np.bincount(rows, minlength=n).astype(np.int32)
+        if p.tokens_per_iter < 0 or rows.size == 0:
             return k
-        budget = np.maximum(p.tokens_per_iter - state.batch_size, 0)
-        demand = np.bincount(state.engine, weights=k, minlength=state.n_engines)
+        budget = np.maximum(p.tokens_per_iter - state.batch_size, 0).astype(np.int64)
+        eng = state.engine[rows].astype(np.int64)
+        demand = np.bincount(eng, minlength=E)
         over = demand > budget
         if not over.any():
             return k
-        # Engines over budget: rank their worthwhile (request, j) cells by gain within the engine.
-        rows = np.flatnonzero(over[state.engine])
-        g = gain[rows]
-        cell_ok = ok[rows].ravel()
-        cell_row = np.repeat(rows, k_max)[cell_ok]
-        cell_eng = state.engine[cell_row].astype(np.float64)
-        # One sort: engine major, gain descending (gains lie in [0, 1], so engine*2 - gain orders both).
-        order = np.argsort(cell_eng * 2.0 - g.ravel()[cell_ok], kind="stable")
-        eng_sorted = state.engine[cell_row[order]]
-        starts = np.searchsorted(eng_sorted, eng_sorted, side="left")
-        rank = np.arange(order.size) - starts
-        keep = rank < budget[eng_sorted]
-        k[rows] = 0
-        k += np.bincount(cell_row[order][keep], minlength=n).astype(np.int32)
-        return k
+        level = np.clip((-np.log2(np.maximum(gains, 1e-300)) * _LEVELS_PER_OCTAVE).astype(np.int64), 0,
+                        _N_LEVELS - 1)
+        cum = np.cumsum(np.bincount(eng * _N_LEVELS + level, minlength=E * _N_LEVELS).reshape(E, _N_LEVELS),
+                        axis=1)
+        # Cutoff level: the first whose cumulative count exceeds the budget (over engines have one).
+        cut = np.where(over, np.argmax(cum > budget[:, None], axis=1), _N_LEVELS)
+        before = np.where(cut > 0, cum[np.arange(E), np.maximum(cut - 1, 0)], 0)
+        left = budget - np.where(over, before, 0)
+        cell_cut = cut[eng]
+        chosen = level < cell_cut
+        at = np.flatnonzero(level == cell_cut)
+        if at.size:
+            at = at[np.lexsort((js[at], rows[at]))]  # rows are engine-ordered: engine, request, j
+            e_at = eng[at]
+            rank = np.arange(at.size) - np.searchsorted(e_at, e_at, side="left")
+            chosen[at[rank < left[e_at]]] = True
+        return np.bincount(rows[chosen], minlength=n).astype(np.int32)

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from policies._alloc import confident_prefix, has_confidence
 from policies._base import Policy, register_policy
 from policies._state import PolicyState
 from policies._tuner import tunable
@@ -64,15 +65,18 @@ class ThresholdPolicy(Policy):
     def decide(self, state: PolicyState) -> np.ndarray:
         p = self.params
         k_max = min(int(p.k_max), state.kmax)
-        conf = state.draft_conf[:, :k_max]
-        # P(all of the first k accepted) = prod of path probabilities; NaN rows compare False.
-        k = (np.cumprod(conf, axis=1) >= 1.0 - p.h).sum(axis=1).astype(np.int32)
-        no_signal = np.isnan(conf[:, 0]) if k_max > 0 else np.zeros(state.n, bool)
+        if has_confidence(state):
+            conf = state.draft_conf
+            # P(all of the first k accepted) = the path probability; stop once it falls below 1 - h.
+            k = confident_prefix(conf, 1.0 - p.h, k_max)
+            no_signal = np.isnan(conf[:, 0]) if k_max > 0 else np.zeros(state.n, bool)
+        else:
+            k = np.zeros(state.n, dtype=np.int32)
+            no_signal = np.ones(state.n, dtype=bool)
         if no_signal.any():
             if p.fallback == "kmax":
-                k_fb = np.full(int(no_signal.sum()), k_max, np.int32)
+                k[no_signal] = k_max
             else:
                 ema = state.accept_ema[no_signal]
-                k_fb = geometric_k(np.where(np.isnan(ema), p.prior_alpha, ema), p.h, k_max)
-            k[no_signal] = k_fb
+                k[no_signal] = geometric_k(np.where(np.isnan(ema), p.prior_alpha, ema), p.h, k_max)
         return np.clip(k, min(int(p.k_min), k_max), k_max)
