@@ -41,8 +41,12 @@ def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, rand
               quick: bool = False, seed: int = 0, max_batch: int | None = None, max_ctx: int | None = None,
               step_factory: Callable[..., TimingStep] | None = None,
               peaks: DeviceSpec | None = None, drafter: str | None = None,
-              stat: str = "median") -> Calibration:
-    """Measure ``model`` on ``device`` through the real backend's timing step and fit a profile."""
+              stat: str = "median", temperature: float | None = 0.7) -> Calibration:
+    """Measure ``model`` on ``device`` through the real backend's timing step and fit a profile.
+
+    Each timed step is the engine's forward plus its keyed sampling of every query position at
+    ``temperature`` (None: the forward alone), i.e. what one engine iteration costs on the device.
+    """
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     if dtype not in DTYPE_BYTES:
         raise SpecrollError(f"unknown dtype '{dtype}'", field="--dtype",
@@ -59,7 +63,7 @@ def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, rand
     factory = step_factory or default_step_factory()
     say(f"calibrate: loading {model} on {device} ({dtype}{', random weights' if random_weights else ''})")
     step = factory(model=model, device=device, dtype=dtype, max_batch=max_batch, max_ctx=max_ctx,
-                   random_weights=random_weights)
+                   random_weights=random_weights, temperature=temperature)
     shape: ModelShape = step.shape
     say(f"calibrate: device peaks on {device}")
     dev = peaks or measure_peaks(device, dtype)
@@ -70,6 +74,7 @@ def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, rand
 
     cal = fit_rows(rows, shape, dev, dtype, seed=seed, stat=stat,
                    extra={"random_weights": random_weights, "quick": quick,
+                          "sampling_temperature": temperature,
                           "torch_threads": torch.get_num_threads(),
                           "grid": {"max_batch": max_batch, "max_ctx": max_ctx, "warmup": spec.warmup,
                                    "repeats": spec.repeats}})

@@ -53,3 +53,25 @@ def test_bad_arguments():
     if not torch.cuda.is_available():
         with pytest.raises(SpecrollError, match="CUDA"):
             make_timing_step("smollm2-135m", device="cuda", random_weights=True, max_ctx=16)
+
+
+def test_each_timed_step_samples_every_query_position_like_the_engine(step, monkeypatch):
+    import real_backend._sampling as sampling
+
+    seen = []
+
+    def spy(logits, seed, keys, positions, temperature, top_p):
+        seen.append((tuple(logits.shape[:2]), positions.tolist(), temperature))
+        return torch.zeros(logits.shape[:2], dtype=torch.int64)
+
+    monkeypatch.setattr(sampling, "keyed_sample", spy)
+    step.run([1, 3], [5, 0])
+    # (n, q_max) rows sampled at the workload's temperature, at each row's own positions.
+    assert seen == [((2, 3), [[5, 6, 7], [0, 1, 2]], 0.7)]
+    seen.clear()
+    step.temperature = None  # the forward alone
+    try:
+        step.run([1, 3], [5, 0])
+    finally:
+        step.temperature = 0.7
+    assert seen == []
