@@ -128,13 +128,33 @@ def _write_history(rows: list[dict[str, Any]], path: Path) -> None:
         pq.write_table(table, tmp)
 
 
+def default_params(family: str, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The family's source defaults of its searched parameters that lie inside the search space."""
+    cls = POLICIES.get(family)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls.Params)}
+    out = {}
+    for name, spec in search_space(family).items():
+        v = defaults.get(name)
+        if fixed and name in fixed or v is dataclasses.MISSING:
+            continue
+        inside = (v in spec["choices"] if spec["choices"] is not None
+                  else isinstance(v, bool) or spec["low"] <= v <= spec["high"])
+        if inside:
+            out[name] = v
+    return out
+
+
 def tune(objective: Callable[[Policy], float], family: str, *, n_trials: int, out_dir: str | Path,
          storage: str | None = None, study_name: str | None = None, seed: int = 0,
-         fixed: dict[str, Any] | None = None) -> TuneResult:
+         fixed: dict[str, Any] | None = None, start_from_defaults: bool = True,
+         summary_extra: dict[str, Any] | None = None) -> TuneResult:
     """Minimize ``objective(policy)`` over ``family``'s searched parameters.
 
     ``n_trials`` is the total wanted in the study: completed trials already stored count, so an
     interrupted run re-run with the same arguments finishes the remainder and keeps the rest.
+    ``start_from_defaults``: a new study's first trial is the family's source defaults, so the
+    best found is never worse than them on this objective (TPE then explores from there).
+    ``summary_extra`` is merged into tune_summary.json.
     """
     import optuna
 
@@ -159,18 +179,35 @@ def tune(objective: Callable[[Policy], float], family: str, *, n_trials: int, ou
     study.set_user_attr("family", family)
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     remaining = max(0, n_trials - done)
+    run_now = remaining
+    if start_from_defaults and not study.trials and remaining > 0:
+        study.enqueue_trial(default_params(family, fixed), skip_if_exists=True)
 
     def _objective(trial: Any) -> float:
-        policy = POLICIES.get(family)(**suggest_params(trial, family, fixed))
+        try:
+            policy = POLICIES.get(family)(**suggest_params(trial, family, fixed))
+        except SpecrollError as exc:
+            # An infeasible combination (e.g. das short_frac > long_frac): not a result, not a crash.
+            raise optuna.TrialPruned(f"invalid parameters: {exc.what}") from None
         value = float(objective(policy))
         if not math.isfinite(value):
             raise optuna.TrialPruned(f"objective is {value}")
         return value
 
+    def _tick(s: Any, t: Any) -> None:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            bar.update(1)
+
     bar = progress(total=remaining, desc=f"tune {family}", unit="trial")
     t0 = time.perf_counter()
-    study.optimize(_objective, n_trials=remaining, callbacks=[lambda s, t: bar.update(1)],
-                   catch=(FloatingPointError,))
+    # Pruned (infeasible) trials do not count: run rounds until n_trials are complete, and stop if a
+    # whole round completes nothing (a search space with no feasible point).
+    while remaining > 0:
+        study.optimize(_objective, n_trials=remaining, callbacks=[_tick], catch=(FloatingPointError,))
+        now = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        if now == done:
+            break
+        done, remaining = now, max(0, n_trials - now)
     bar.close()
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
@@ -184,9 +221,10 @@ def tune(objective: Callable[[Policy], float], family: str, *, n_trials: int, ou
     _write_history(rows, out_dir / "history.parquet")
     write_json(out_dir / "tune_summary.json", {
         "family": family, "study": study.study_name, "n_complete": len(complete),
-        "best_value_s": best.value, "best_params": best.params, "trials_run_now": remaining,
+        "best_value_s": best.value, "best_params": best.params, "trials_run_now": run_now,
         "wall_s": time.perf_counter() - t0,
         "values": [r["value"] for r in rows if r["state"] == "COMPLETE"],
+        **(summary_extra or {}),
     })
     return TuneResult(best_policy, float(best.value), len(complete), rows, out_dir)
 
