@@ -200,14 +200,16 @@ def tune(objective: Callable[[Policy], float], family: str, *, n_trials: int, ou
 
     bar = progress(total=remaining, desc=f"tune {family}", unit="trial")
     t0 = time.perf_counter()
-    # Pruned (infeasible) trials do not count: run rounds until n_trials are complete, and stop if a
-    # whole round completes nothing (a search space with no feasible point).
+    # Pruned (infeasible) trials do not count: run rounds until n_trials are complete, giving up
+    # after many pruned ones (a search space with few or no feasible points).
+    n_before = len(study.trials)
+    max_pruned = max(20, 2 * run_now)
     while remaining > 0:
         study.optimize(_objective, n_trials=remaining, callbacks=[_tick], catch=(FloatingPointError,))
-        now = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-        if now == done:
+        done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        remaining = max(0, n_trials - done)
+        if len(study.trials) - n_before - (run_now - remaining) >= max_pruned:
             break
-        done, remaining = now, max(0, n_trials - now)
     bar.close()
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:

@@ -135,3 +135,34 @@ def test_sigkill_loses_no_finished_trial(tmp_path):
     subprocess.run([sys.executable, str(script), str(tmp_path / "out"), "0.0", "12"], env=env, check=True)
     final = {(t.number, t.value) for t in _complete_trials(db)}
     assert kept <= final and len(final) == 12
+
+
+def _ensure_constrained_family():
+    if "toy-constrained" in POLICIES:
+        return
+
+    @register_policy("toy-constrained")
+    class Toy(Policy):
+        @dataclasses.dataclass
+        class Params:
+            lo: int = dataclasses.field(default=2, metadata=tunable(0, 10))
+            hi: int = dataclasses.field(default=5, metadata=tunable(0, 10))
+
+        def validate(self):
+            if self.params.lo > self.params.hi:
+                raise SpecrollError("need lo <= hi", field="lo")
+
+        def decide(self, state):
+            return np.zeros(state.n, dtype=np.int32)
+
+
+def test_infeasible_trials_are_pruned_and_defaults_come_first(tmp_path):
+    _ensure_constrained_family()
+    res = tune(lambda p: float(p.params.hi - p.params.lo), "toy-constrained", n_trials=12, out_dir=tmp_path,
+               seed=3)
+    states = [r["state"] for r in res.history]
+    assert res.n_complete == 12 and states.count("COMPLETE") == 12
+    assert "PRUNED" in states  # lo > hi happens under random sampling of two independent ranges
+    first = res.history[0]
+    assert (first["param_lo"], first["param_hi"], first["value"]) == (2, 5, 3.0)
+    assert res.best_value == 0.0

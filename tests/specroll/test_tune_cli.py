@@ -1,0 +1,189 @@
+"""`specroll tune` end to end on a tiny config (a trial is a few milliseconds of simulation)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+import policies
+from specroll.cli import main
+
+SIM = """
+seed = 1
+[cluster]
+engines = 2
+max_batch = 16
+[model]
+name = "qwen2.5-7b"
+[workload]
+preset = "tiny"
+prompts = 8
+samples = 2
+steps = 2
+[acceptance]
+source = "parametric"
+alpha = 0.7
+kmax = 6
+"""
+
+
+def _config(tmp_path, tune='seeds = [2, 3]', name="tune.toml"):
+    path = tmp_path / name
+    path.write_text(SIM + "[tune]\n" + tune + "\n")
+    return path
+
+
+def _tune(tmp_path, out, *extra, tune='seeds = [2, 3]', family="threshold", trials="6"):
+    return main(["tune", str(_config(tmp_path, tune)), "--family", family, "--trials", trials,
+                 "--out", str(out), *extra])
+
+
+def _complete(out):
+    rows = pq.read_table(out / "history.parquet").to_pylist()
+    return [r for r in rows if r["state"] == "COMPLETE"]
+
+
+def test_tune_writes_files_and_best_policy_replays_in_simulate(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _tune(tmp_path, out) == 0
+    text = capsys.readouterr().out
+    assert "best" in text and "defaults" in text and "ar" in text and "best params:" in text
+    for name in ("best_policy.json", "history.parquet", "tune_summary.json", "study.db"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "tune_summary.json").read_text())
+    assert summary["n_complete"] == 6 == len(_complete(out))
+    assert [r["label"] for r in summary["runs"]] == ["tiny seed=2", "tiny seed=3"]
+    # The objective is the mean of the runs' makespan_s, and the first trial is the defaults.
+    best = [r["best"]["makespan_s"] for r in summary["runs"]]
+    assert summary["best_value_s"] == pytest.approx(sum(best) / 2, rel=1e-12)
+    assert _complete(out)[0]["value"] == pytest.approx(summary["defaults_value_s"], rel=1e-12)
+    assert summary["best_value_s"] <= summary["defaults_value_s"] < summary["ar_value_s"]
+    # `specroll simulate --policy-file` on the same workload and seed reproduces the tuned run exactly.
+    plain = tmp_path / "plain.toml"
+    plain.write_text(SIM)
+    assert main(["simulate", str(plain), "--policy-file", str(out / "best_policy.json"), "--seed", "2",
+                 "--out", str(tmp_path / "sim")]) == 0
+    sim = json.loads((tmp_path / "sim" / "summary.json").read_text())
+    assert sim["policy"]["policy"] == "threshold"
+    assert sim["makespan_s"] == summary["runs"][0]["best"]["makespan_s"]
+
+
+@pytest.mark.skipif(not hasattr(policies, "make_drafter"), reason="drafters not landed in policies yet")
+def test_best_policy_runs_in_rollout(tmp_path):
+    out = tmp_path / "out"
+    assert _tune(tmp_path, out, trials="3") == 0
+    assert main(["rollout", "--model", "toy", "--policy-file", str(out / "best_policy.json"),
+                 "--prompts", "2", "--samples", "2", "--steps", "2", "--max-new-tokens", "20",
+                 "--max-batch", "3", "--out", str(tmp_path / "ro")]) == 0
+    s = json.loads((tmp_path / "ro" / "summary.json").read_text())
+    assert "threshold" in json.dumps(s["config"])
+
+
+def test_rerun_resumes_and_seeded_runs_reproduce(tmp_path):
+    a = tmp_path / "a"
+    assert _tune(tmp_path, a, trials="4", family="das") == 0
+    first = _complete(a)
+    assert _tune(tmp_path, a, trials="7", family="das") == 0  # resumes: 3 more, the 4 kept
+    again = _complete(a)
+    assert len(again) == 7 and [(r["number"], r["value"]) for r in first] == [
+        (r["number"], r["value"]) for r in again[:4]]
+    assert json.loads((a / "tune_summary.json").read_text())["trials_run_now"] == 3
+    # A fresh study with the same sampler seed replays the same trials and the same best.
+    c, d = tmp_path / "c", tmp_path / "d"
+    for out in (c, d):
+        assert _tune(tmp_path, out, "--seed", "5", trials="6", family="das") == 0
+    assert [r["value"] for r in _complete(c)] == [r["value"] for r in _complete(d)]
+    assert (c / "best_policy.json").read_bytes() == (d / "best_policy.json").read_bytes()
+
+
+def test_pins_several_traces_and_journal_storage(tmp_path):
+    out = tmp_path / "out"
+    tune = 'seeds = [1, 2]\ntraces = ["tiny", { preset = "tiny", prompts = 4 }]\nsteps = 1'
+    assert _tune(tmp_path, out, "--param", "k_min=0", "--param", "h=0.5",
+                 "--storage", f"journal:{tmp_path / 's.journal'}", tune=tune, trials="3") == 0
+    summary = json.loads((out / "tune_summary.json").read_text())
+    assert len(summary["runs"]) == 4 and summary["pinned"] == {"k_min": 0, "h": 0.5}
+    best = json.loads((out / "best_policy.json").read_text())
+    assert best["params"]["k_min"] == 0 and best["params"]["h"] == 0.5
+    assert not any(k in ("param_k_min", "param_h") for k in _complete(out)[0])
+    assert (tmp_path / "s.journal").exists() and not (out / "study.db").exists()
+
+
+def test_mdp_cost_model_is_pinned_to_the_simulated_profile(tmp_path):
+    from policies._tuner import search_space
+
+    if not search_space("mdp"):
+        pytest.skip("mdp has no tunable parameters")
+    out = tmp_path / "out"
+    assert _tune(tmp_path, out, family="mdp", trials="2") == 0
+    best = json.loads((out / "best_policy.json").read_text())
+    assert best["params"]["profile"] == "h100-sxm:qwen2.5-7b" and best["params"]["max_batch"] == 16
+
+
+@pytest.mark.parametrize("argv, tune, needle", [
+    (["--family", "nope"], "", "unknown policy 'nope'"),
+    (["--family", "ar"], "", "no tunable parameters"),
+    (["--family", "threshold", "--param", "zzz=1"], "", "no parameter 'zzz'"),
+    (["--family", "threshold"], "wat = 1", "tune.wat"),
+    (["--family", "threshold"], "seeds = []", "tune.seeds"),
+    (["--family", "threshold"], "traces = [3]", "tune.traces[0]"),
+    ([], "", "no policy family"),
+])
+def test_bad_input_is_one_clear_error(tmp_path, capsys, argv, tune, needle):
+    rc = main(["tune", str(_config(tmp_path, tune)), *argv, "--trials", "2", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "best_policy.json").exists()
+
+
+def test_tune_table_defaults_family_and_trials(tmp_path):
+    cfg = _config(tmp_path, 'seeds = [2]\nfamily = "adaptive"\ntrials = 3')
+    assert main(["tune", str(cfg), "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "best_policy.json").read_text())["policy"] == "adaptive"
+    assert len(_complete(tmp_path / "o")) == 3
+
+
+def _db_complete(db):
+    import optuna
+
+    study = optuna.load_study(study_name="specroll-das", storage=f"sqlite:///{db}")
+    return {(t.number, t.value) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+
+
+def test_sigkill_mid_study_then_rerun_loses_no_finished_trial(tmp_path):
+    cfg = _config(tmp_path)
+    out = tmp_path / "out"
+    env = {**os.environ, "SPECROLL_PROGRESS": "0"}
+    cmd = [sys.executable, "-m", "specroll", "tune", str(cfg), "--family", "das", "--out", str(out)]
+    proc = subprocess.Popen([*cmd, "--trials", "100000"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    db = out / "study.db"
+    before: set = set()
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:  # wait for a few finished trials
+            time.sleep(0.3)
+            if db.exists():
+                try:
+                    before = _db_complete(db)
+                except Exception:  # the database is being created
+                    continue
+                if len(before) >= 3:
+                    break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and len(before) >= 3
+    killed = _db_complete(db)
+    assert before <= killed and not (out / "best_policy.json").exists()
+    # Re-running asks for two more than were finished: it runs only those, keeping every one.
+    rc = subprocess.run([*cmd, "--trials", str(len(killed) + 2)], env=env, capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+    final = _db_complete(db)
+    assert killed <= final and len(final) == len(killed) + 2
+    assert json.loads((out / "tune_summary.json").read_text())["trials_run_now"] == 2
