@@ -41,11 +41,11 @@ def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, rand
               quick: bool = False, seed: int = 0, max_batch: int | None = None, max_ctx: int | None = None,
               step_factory: Callable[..., TimingStep] | None = None,
               peaks: DeviceSpec | None = None, drafter: str | None = None,
-              stat: str = "median", temperature: float | None = 0.7) -> Calibration:
+              stat: str = "median", temperature: float | None = 0.7, mode: str = "engine") -> Calibration:
     """Measure ``model`` on ``device`` through the real backend's timing step and fit a profile.
 
-    Each timed step is the engine's forward plus its keyed sampling of every query position at
-    ``temperature`` (None: the forward alone), i.e. what one engine iteration costs on the device.
+    ``mode="engine"`` times whole engine iterations (forward, keyed sampling at ``temperature``,
+    acceptance, bookkeeping: what the simulator prices); ``mode="forward"`` the forward alone.
     """
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     if dtype not in DTYPE_BYTES:
@@ -63,7 +63,7 @@ def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, rand
     factory = step_factory or default_step_factory()
     say(f"calibrate: loading {model} on {device} ({dtype}{', random weights' if random_weights else ''})")
     step = factory(model=model, device=device, dtype=dtype, max_batch=max_batch, max_ctx=max_ctx,
-                   random_weights=random_weights, temperature=temperature)
+                   random_weights=random_weights, temperature=temperature, mode=mode)
     shape: ModelShape = step.shape
     say(f"calibrate: device peaks on {device}")
     dev = peaks or measure_peaks(device, dtype)
@@ -74,7 +74,8 @@ def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, rand
 
     cal = fit_rows(rows, shape, dev, dtype, seed=seed, stat=stat,
                    extra={"random_weights": random_weights, "quick": quick,
-                          "sampling_temperature": temperature,
+                          "timed_step": mode,
+                          "sampling_temperature": temperature if mode == "engine" else None,
                           "torch_threads": torch.get_num_threads(),
                           "grid": {"max_batch": max_batch, "max_ctx": max_ctx, "warmup": spec.warmup,
                                    "repeats": spec.repeats}})

@@ -31,9 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drafter", default=None, help="also measure this drafter's CPU cost (suffix, ngram)")
     p.add_argument("--stat", default="median", choices=["median", "min"],
                    help="summary of each point's repeats that the fit targets (min: a shared, busy machine)")
+    p.add_argument("--step", default="engine", choices=["engine", "forward"],
+                   help="what one timed point is: a whole engine iteration (forward, keyed sampling of "
+                        "every query position, acceptance, bookkeeping; what the simulator prices) or the "
+                        "forward alone (to compare with the hardware floor)")
     p.add_argument("--temperature", type=float, default=0.7,
-                   help="each timed step also samples every query position at this temperature, as the "
-                        "engine does (default 0.7; pass -1 to time the forward alone)")
+                   help="sampling temperature of the timed engine iterations (default 0.7)")
     p.add_argument("--seed", type=int, default=0, help="grid order, skewed batches and held-out split")
     p.add_argument("--refit", default=None, metavar="MEASUREMENTS.parquet",
                    help="fit saved measurements again instead of measuring")
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         cal = calibrate(args.model, args.device, args.dtype, random_weights=args.random_weights,
                         quick=args.quick, seed=args.seed, max_batch=args.max_batch, max_ctx=args.max_ctx,
                         drafter=args.drafter, stat=args.stat,
-                        temperature=None if args.temperature < 0 else args.temperature)
+                        temperature=args.temperature, mode=args.step)
     cal.profile.save(out)
     meas = measurements_path(out)
     if not args.refit or Path(args.refit).resolve() != meas.resolve():

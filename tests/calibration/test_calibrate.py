@@ -31,9 +31,9 @@ class FakeStep:
     """Times a batch with the cost model itself plus 1 % multiplicative noise; counts calls."""
 
     def __init__(self, model: str, device: str, dtype: str, max_batch: int, max_ctx: int,
-                 random_weights: bool, temperature: float | None = None) -> None:
+                 random_weights: bool, temperature: float | None = None, mode: str = "engine") -> None:
         self.shape = get_shape(model)
-        self.temperature = temperature
+        self.temperature, self.mode = temperature, mode
         self.max_batch, self.max_ctx = max_batch, max_ctx
         self.consts = make_consts(self.shape, FAKE_CPU, 1, 4.0)
         self.rng = np.random.default_rng(0)

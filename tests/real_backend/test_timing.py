@@ -15,8 +15,7 @@ def step():
     return make_timing_step("smollm2-135m", "cpu", "float32", max_batch=3, max_ctx=64, random_weights=True)
 
 
-def test_runs_the_model_forward_and_reports_its_shape(step, monkeypatch):
-    assert step.shape == MODEL_SHAPES.get("smollm2-135m")
+def _spy_forward(step, monkeypatch):
     calls = []
     real_forward = step.model.forward
 
@@ -25,10 +24,55 @@ def test_runs_the_model_forward_and_reports_its_shape(step, monkeypatch):
         return real_forward(tokens, slots, start, cache, **kw)
 
     monkeypatch.setattr(step.model, "forward", spy)
+    return calls
+
+
+def _spy_sampler(step, monkeypatch):
+    """Record what the engine samples (the engine is built on the first run)."""
+    step.run([1], [1])
+    engine = step._engine
+    seen = []
+    real = engine.sampler
+
+    def spy(logits, seed, keys, positions, temperature, top_p):
+        seen.append((tuple(logits.shape[:2]), positions.tolist(), temperature))
+        return real(logits, seed, keys, positions, temperature, top_p)
+
+    monkeypatch.setattr(engine, "sampler", spy)
+    return seen
+
+
+def test_engine_mode_times_the_engines_verify_iteration(step, monkeypatch):
+    assert step.shape == MODEL_SHAPES.get("smollm2-135m")
+    seen = _spy_sampler(step, monkeypatch)
+    calls = _spy_forward(step, monkeypatch)
     seconds = step.run([1, 4, 2], [10, 0, 33])
     assert isinstance(seconds, float) and seconds > 0
-    # One forward, rows right-padded to the longest query, starting at each row's context length.
+    # One forward, rows right-padded to the longest query (k_i = q_i - 1 scripted drafts), starting
+    # at each row's context length; then every query position sampled at the workload temperature.
     assert calls == [((3, 4), [10, 0, 33])]
+    assert seen == [((3, 4), [[1, 2, 3, 4]] * 3, 0.7)]
+
+
+def test_engine_mode_prices_a_prefill_as_the_engine_runs_it(step, monkeypatch):
+    seen = _spy_sampler(step, monkeypatch)
+    calls = _spy_forward(step, monkeypatch)
+    step.run([5, 3], [0, 0])
+    # The whole prompts in one forward, one sampled token per prompt (its first response token).
+    assert calls == [((2, 5), [0, 0])]
+    assert seen == [((2, 1), [[0], [0]], 0.7)]
+
+
+def test_forward_mode_times_the_forward_alone(monkeypatch):
+    step = make_timing_step("smollm2-135m", "cpu", "float32", max_batch=2, max_ctx=64, random_weights=True,
+                            mode="forward")
+    calls = _spy_forward(step, monkeypatch)
+    assert step.run([1, 3], [5, 0]) > 0
+    assert calls == [((2, 3), [5, 0])]
+    assert step._engine is None  # no engine, no sampling
+    with pytest.raises(SpecrollError, match="timing mode"):
+        make_timing_step("smollm2-135m", "cpu", "float32", max_batch=1, max_ctx=16, random_weights=True,
+                         mode="graph")
 
 
 @pytest.mark.slow  # drawing 0.5 B random weights takes several seconds on 2 cores
@@ -53,25 +97,3 @@ def test_bad_arguments():
     if not torch.cuda.is_available():
         with pytest.raises(SpecrollError, match="CUDA"):
             make_timing_step("smollm2-135m", device="cuda", random_weights=True, max_ctx=16)
-
-
-def test_each_timed_step_samples_every_query_position_like_the_engine(step, monkeypatch):
-    import real_backend._sampling as sampling
-
-    seen = []
-
-    def spy(logits, seed, keys, positions, temperature, top_p):
-        seen.append((tuple(logits.shape[:2]), positions.tolist(), temperature))
-        return torch.zeros(logits.shape[:2], dtype=torch.int64)
-
-    monkeypatch.setattr(sampling, "keyed_sample", spy)
-    step.run([1, 3], [5, 0])
-    # (n, q_max) rows sampled at the workload's temperature, at each row's own positions.
-    assert seen == [((2, 3), [[5, 6, 7], [0, 1, 2]], 0.7)]
-    seen.clear()
-    step.temperature = None  # the forward alone
-    try:
-        step.run([1, 3], [5, 0])
-    finally:
-        step.temperature = 0.7
-    assert seen == []
