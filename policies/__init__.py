@@ -24,6 +24,7 @@ from policies._seer import SeerPolicy
 from policies._state import Feedback, PolicyState
 from policies._threshold import ThresholdPolicy
 from policies._tlt import TLTPolicy
+from policies._vllm import VllmExport, vllm_config
 
 __all__ = [
     "POLICIES",
@@ -43,6 +44,7 @@ __all__ = [
     "SeerPolicy",
     "TLTPolicy",
     "ThresholdPolicy",
+    "VllmExport",
     "das_optimal_k",
     "length_class",
     "load_policy_file",
@@ -52,4 +54,5 @@ __all__ = [
     "save_policy_file",
     "solve_mdp",
     "threshold_structure",
+    "vllm_config",
 ]
