@@ -1,9 +1,14 @@
-"""Analysis: sim-vs-real validation (`specroll validate`) and reports (`specroll report`, landing).
+"""Analysis: reports over specroll outputs (and, with `specroll validate`, sim-vs-real validation).
 
-Public surface: :class:`ValidateConfig`, :func:`validate`, :func:`format_summary`,
-:func:`error_terms` (analysis/_validate.py).
+Public surface: :func:`report` (one self-contained HTML page plus PNGs for any output folder),
+:func:`build_report` (the same, returning what was made), :func:`discover` (which runs a folder
+holds). See docs/report.md. Validation: :class:`ValidateConfig`, :func:`validate`,
+:func:`format_summary`, :func:`error_terms` (analysis/_validate.py, docs/validation.md).
 """
 
+from analysis._kinds import Run, discover
+from analysis._report import ReportResult, build_report, report
 from analysis._validate import ValidateConfig, error_terms, format_summary, validate
 
-__all__ = ["ValidateConfig", "error_terms", "format_summary", "validate"]
+__all__ = ["ReportResult", "Run", "ValidateConfig", "build_report", "discover", "error_terms",
+           "format_summary", "report", "validate"]
