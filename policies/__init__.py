@@ -17,16 +17,27 @@ from policies._base import (
     save_policy_file,
 )
 from policies._das import DASPolicy, das_optimal_k
+from policies._drafters import DRAFTERS, Drafter, make_drafter, register_drafter
 from policies._history import LONG, MEDIUM, SHORT, LengthHistory, length_class
+from policies._match import compute_match_lengths
 from policies._mdp import MDPPolicy, solve_mdp, threshold_structure
+from policies._ngram import NgramDrafter
 from policies._oracle import OraclePolicy
 from policies._seer import SeerPolicy
 from policies._state import Feedback, PolicyState
+from policies._suffix import SuffixDrafter
 from policies._threshold import ThresholdPolicy
 from policies._tlt import TLTPolicy
 from policies._vllm import VllmExport, vllm_config
 
 __all__ = [
+    "DRAFTERS",
+    "Drafter",
+    "NgramDrafter",
+    "SuffixDrafter",
+    "compute_match_lengths",
+    "make_drafter",
+    "register_drafter",
     "POLICIES",
     "AdaptivePolicy",
     "AutoRegressive",

@@ -1,0 +1,220 @@
+"""Drafter CPU cost: our suffix drafter (pure Python) against arctic-inference's C++ suffix tree.
+
+The same history and the same requests go through both: ``--rollouts`` earlier rollouts of one
+prompt (the history), then ``--requests`` new rollouts of it, each fed one token at a time with a
+proposal asked at every position (what `specroll trace match` does; the engine asks less often).
+Printed per drafter: history insert (us per token: ours = add_rollout + building the prompt's
+index at the first begin, arctic = start_request + add_active_response + stop_request), own-text
+insert (us per extend/add_active_response of one token), speculate (us per propose/speculate
+call: mean and median), mean proposal length and mean match length (tokens of the proposal that
+equal the actual continuation), so the two do comparable work.
+
+Same parameters on both sides: tree depth 24, max 8 tokens, min token prob 0.1, spec factor 1.0.
+Arctic runs in its own virtual environment (never a project dependency), in a subprocess:
+
+    .venv/bin/python benchmarks/bench_drafters.py [--arctic-python /work/arctic-venv/bin/python]
+        [--rollouts 16] [--min-len 300] [--max-len 2000] [--requests 4] [--trace t.parquet]
+
+Token streams: synthetic by default (each rollout is a noisy copy of a per-prompt "solution":
+runs of it, substitutions, skips and repeated phrases from a Zipf vocabulary, so rollouts share
+long runs but diverge, as samples of one prompt do), or the responses of the prompt with the most
+rollouts in ``--trace`` (a trace with token ids, e.g. from `specroll rollout`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEPTH, KMAX, MIN_PROB, FACTOR = 24, 8, 0.1, 1.0
+
+
+def synthetic(rng: np.random.Generator, n: int, lo: int, hi: int, vocab: int = 32000
+              ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A prompt and ``n`` responses: noisy copies of one solution (Zipf tokens)."""
+    zipf = np.minimum(rng.zipf(1.2, 200_000), vocab - 1)
+    solution = zipf[:hi * 2].copy()
+    phrases = [zipf[i:i + int(rng.integers(3, 12))] for i in rng.integers(0, 100_000, 32)]
+    out = []
+    for _ in range(n):
+        length = int(rng.integers(lo, hi + 1))
+        parts, pos, total = [], 0, 0
+        while total < length:
+            r = rng.random()
+            if r < 0.75:  # follow the solution for a while
+                run = int(rng.geometric(1 / 30))
+                parts.append(solution[pos:pos + run])
+                pos += run
+            elif r < 0.85:  # a repeated phrase
+                parts.append(phrases[int(rng.integers(len(phrases)))])
+            elif r < 0.95:  # a few fresh tokens
+                parts.append(zipf[rng.integers(0, len(zipf), int(rng.integers(1, 4)))])
+            else:  # skip ahead in the solution
+                pos += int(rng.integers(1, 20))
+                continue
+            pos %= len(solution) - 64
+            total += len(parts[-1])
+        out.append(np.concatenate(parts)[:length].astype(np.int64))
+    prompt = zipf[100_000:100_064].astype(np.int64)
+    return prompt, out
+
+
+def from_trace(path: str, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    from traces import read_trace
+    tr = read_trace(path)
+    pids = tr.column("prompt_id")
+    pid = np.bincount(pids - pids.min()).argmax() + pids.min()
+    rows = np.flatnonzero(pids == pid)
+    tv, toff = tr.ragged("token_ids")
+    pv, poff = tr.ragged("prompt_token_ids")
+    resps = [np.asarray(tv[toff[r]:toff[r + 1]], dtype=np.int64) for r in rows]
+    return np.asarray(pv[poff[rows[0]]:poff[rows[0] + 1]], dtype=np.int64), resps[:n]
+
+
+def _stats(secs: list[float]) -> tuple[float, float]:
+    return 1e6 * float(np.mean(secs)), 1e6 * float(np.median(secs))
+
+
+def _match(prop: list[int], actual: np.ndarray, t: int) -> int:
+    m = 0
+    for a in prop:
+        if t + m >= len(actual) or int(actual[t + m]) != a:
+            break
+        m += 1
+    return m
+
+
+def run_ours(prompt: np.ndarray, history: list[np.ndarray], requests: list[np.ndarray]) -> dict:
+    from policies import make_drafter
+    d = make_drafter("suffix", depth=DEPTH, kmax=KMAX, min_prob=MIN_PROB, spec_factor=FACTOR)
+    d.start_step(0)
+    t0 = time.perf_counter()
+    for resp in history:
+        d.add_rollout(0, 0, prompt, resp)
+    d.start_step(1)
+    d.history_index(0)  # built here so the insert time includes it (begin would build it)
+    insert = (time.perf_counter() - t0) / sum(len(r) for r in history)
+    ext, spec, plen, mlen = [], [], [], []
+    for i, y in enumerate(requests):
+        d.begin(100 + i, 0, prompt)
+        for t in range(len(y)):
+            t0 = time.perf_counter()
+            toks, _ = d.propose(100 + i)
+            spec.append(time.perf_counter() - t0)
+            plen.append(len(toks))
+            mlen.append(_match(toks.tolist(), y, t))
+            tok = y[t:t + 1]
+            t0 = time.perf_counter()
+            d.extend(100 + i, tok)
+            ext.append(time.perf_counter() - t0)
+        d.end(100 + i)
+    return {"insert_us": insert * 1e6, "extend_us": _stats(ext), "speculate_us": _stats(spec),
+            "proposal": float(np.mean(plen)), "match": float(np.mean(mlen))}
+
+
+def run_arctic(prompt: np.ndarray, history: list[np.ndarray], requests: list[np.ndarray]) -> dict:
+    """Runs inside the arctic virtual environment (see the module docstring)."""
+    from arctic_inference.suffix_decoding import SuffixDecodingCache
+    c = SuffixDecodingCache(max_tree_depth=DEPTH)
+    p32 = np.ascontiguousarray(prompt, dtype=np.int32)
+    t0 = time.perf_counter()
+    for i, resp in enumerate(history):
+        c.start_request(i, p32)
+        c.add_active_response(i, np.ascontiguousarray(resp, dtype=np.int32))
+        c.stop_request(i)
+    insert = (time.perf_counter() - t0) / sum(len(r) for r in history)
+    ext, spec, plen, mlen = [], [], [], []
+    for i, y in enumerate(requests):
+        rid = 100 + i
+        full = np.ascontiguousarray(np.concatenate([prompt, y]), dtype=np.int32)
+        c.start_request(rid, p32)
+        for t in range(len(y)):
+            ctx = full[:len(prompt) + t]
+            t0 = time.perf_counter()
+            draft = c.speculate(rid, ctx, max_spec_tokens=KMAX, max_spec_factor=FACTOR,
+                                min_token_prob=MIN_PROB)
+            spec.append(time.perf_counter() - t0)
+            plen.append(len(draft.token_ids))
+            mlen.append(_match(list(draft.token_ids), y, t))
+            tok = full[len(prompt) + t:len(prompt) + t + 1]
+            t0 = time.perf_counter()
+            c.add_active_response(rid, tok)
+            ext.append(time.perf_counter() - t0)
+        c.stop_request(rid)
+    return {"insert_us": insert * 1e6, "extend_us": _stats(ext), "speculate_us": _stats(spec),
+            "proposal": float(np.mean(plen)), "match": float(np.mean(mlen))}
+
+
+def _load(path: str) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    z = np.load(path)
+    hist = [z[k] for k in sorted((k for k in z.files if k.startswith("h")), key=lambda k: int(k[1:]))]
+    reqs = [z[k] for k in sorted((k for k in z.files if k.startswith("r")), key=lambda k: int(k[1:]))]
+    return z["prompt"], hist, reqs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rollouts", type=int, default=16, help="history rollouts of the prompt")
+    ap.add_argument("--requests", type=int, default=4, help="new rollouts drafted token by token")
+    ap.add_argument("--min-len", type=int, default=300)
+    ap.add_argument("--max-len", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--trace", default=None, help="take the token streams from this trace instead")
+    ap.add_argument("--arctic-python",
+                    default=os.environ.get("ARCTIC_PYTHON", "/work/arctic-venv/bin/python"))
+    ap.add_argument("--arctic-worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.arctic_worker:  # inside the arctic venv: read the workload, print the result
+        print(json.dumps(run_arctic(*_load(args.arctic_worker))))
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    if args.trace:
+        prompt, resps = from_trace(args.trace, args.rollouts + args.requests)
+        history, requests = resps[:-args.requests], resps[-args.requests:]
+    else:
+        rng = np.random.default_rng(args.seed)
+        prompt, resps = synthetic(rng, args.rollouts + args.requests, args.min_len, args.max_len)
+        history, requests = resps[:args.rollouts], resps[args.rollouts:]
+    results = {"ours (python)": run_ours(prompt, history, requests)}
+    note = ""
+    if Path(args.arctic_python).exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "work.npz")
+            np.savez(path, prompt=prompt, **{f"h{i}": h for i, h in enumerate(history)},
+                     **{f"r{i}": r for i, r in enumerate(requests)})
+            proc = subprocess.run([args.arctic_python, __file__, "--arctic-worker", path],
+                                  capture_output=True, text=True)
+        if proc.returncode == 0:
+            results["arctic 0.3.0 (C++)"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        else:
+            note = f"arctic-inference did not run ({proc.stderr.strip().splitlines()[-1:]}): ours only"
+    else:
+        note = f"no arctic-inference interpreter at {args.arctic_python}: ours only"
+    n_hist, n_req = sum(map(len, history)), sum(map(len, requests))
+    print(f"history: {len(history)} rollouts, {n_hist:,} tokens; requests: {len(requests)}, {n_req:,} "
+          f"positions; depth {DEPTH}, kmax {KMAX}, min_prob {MIN_PROB}, spec_factor {FACTOR}")
+    head = (f"{'drafter':<20} {'insert us/tok':>13} {'extend us/tok':>13} {'speculate us/call':>18} "
+            f"{'(median)':>9} {'proposal':>9} {'match':>7}")
+    print(head)
+    print("-" * len(head))
+    for name, r in results.items():
+        print(f"{name:<20} {r['insert_us']:>13.2f} {r['extend_us'][0]:>13.2f} {r['speculate_us'][0]:>18.2f} "
+              f"{r['speculate_us'][1]:>9.2f} {r['proposal']:>9.2f} {r['match']:>7.2f}")
+    if len(results) == 2:
+        ours, arc = results.values()
+        print(f"speculate ratio ours/arctic: {ours['speculate_us'][0] / arc['speculate_us'][0]:.2f}x (mean), "
+              f"{ours['speculate_us'][1] / arc['speculate_us'][1]:.2f}x (median)")
+    if note:
+        print(note)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Drafter interface and registry (docs/architecture.md "Drafter interface", docs/drafters.md).
+
+A drafter proposes draft tokens from text seen before. The engine (real backend) and the offline
+replay (:func:`policies.compute_match_lengths`) drive it with the same calls:
+
+- ``start_step(step)`` before an RL step; ``add_rollout(...)`` for every finished rollout of a
+  step, after the step;
+- per request: ``begin`` (prompt), ``extend`` (accepted tokens, one or several at a time),
+  ``propose`` (any number of times between extends), ``end``.
+
+Contract: deterministic. A proposal is a function of the drafter's *content* only (the history
+visible at this step and the request's own prompt and output so far), never of the order the
+history was inserted in, of how ``extend`` calls were chunked, or of timing. That is what makes
+offline match lengths equal what the real backend sees online.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+
+from specroll.errors import SpecrollError
+from specroll.registry import Registry
+
+DRAFTERS: Registry[type[Drafter]] = Registry("drafter")
+
+
+def register_drafter(name: str):
+    """Class decorator: register a Drafter subclass under ``name`` (sets ``cls.name``)."""
+
+    def deco(cls: type[Drafter]) -> type[Drafter]:
+        cls.name = name
+        DRAFTERS.add(name, cls)
+        return cls
+
+    return deco
+
+
+class Drafter:
+    """Base class: parameters as a nested dataclass ``Params`` (with a ``kmax`` field), the
+    request calls abstract. History-free drafters inherit the no-op ``start_step`` /
+    ``add_rollout``."""
+
+    name: ClassVar[str] = "base"
+
+    @dataclasses.dataclass
+    class Params:
+        kmax: int = 8
+
+    def __init__(self, **params: Any) -> None:
+        fields = {f.name for f in dataclasses.fields(self.Params)}
+        unknown = sorted(set(params) - fields)
+        if unknown:
+            raise SpecrollError(
+                f"drafter '{self.name}' has no parameter {', '.join(repr(u) for u in unknown)}",
+                field="drafter_params",
+                fix=f"use parameters among: {', '.join(sorted(fields))}")
+        try:
+            self.params = self.Params(**params)
+        except (TypeError, ValueError) as exc:
+            raise SpecrollError(f"drafter '{self.name}': {exc}", field="drafter_params") from None
+        kmax = self.params.kmax
+        if isinstance(kmax, bool) or not isinstance(kmax, int | np.integer) or kmax < 1:
+            raise SpecrollError(f"kmax must be an integer >= 1, got {kmax!r}", field="kmax",
+                                fix="pass kmax=8 (the longest proposal, in tokens)")
+        self.kmax = int(kmax)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check parameter values; raise SpecrollError naming the parameter."""
+
+    # ---- history (earlier RL steps) ------------------------------------------------------------
+    def start_step(self, step: int) -> None:
+        """A new RL step begins: history older than the drafter's window is dropped."""
+
+    def add_rollout(self, step: int, prompt_id: int, prompt_tokens: Any, response_tokens: Any) -> None:
+        """A finished rollout of ``step`` (called after the step for every rollout)."""
+
+    # ---- requests ------------------------------------------------------------------------------
+    def begin(self, rid: int, prompt_id: int, prompt_tokens: Any) -> None:
+        raise NotImplementedError
+
+    def extend(self, rid: int, tokens: Any) -> None:
+        """``tokens`` were appended to request ``rid``'s output."""
+        raise NotImplementedError
+
+    def propose(self, rid: int) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids int64 (L,), probs float32 (L,)), L <= kmax; ``probs[j]`` is the drafter's
+        probability of token j given the context and the proposal's tokens before j (> 0).
+        The arrays may be shared: callers must not write into them."""
+        raise NotImplementedError
+
+    def end(self, rid: int) -> None:
+        raise NotImplementedError
+
+    # ---- description ---------------------------------------------------------------------------
+    def to_meta(self) -> dict[str, Any]:
+        """The trace metadata entry ``extra.drafters[name]``: ``{"kind", "params", "kmax"}``."""
+        return {"kind": self.name, "params": dataclasses.asdict(self.params), "kmax": self.kmax}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self.params).items())
+        return f"{self.name}({args})"
+
+
+def make_drafter(name: str, **params: Any) -> Drafter:
+    """Build a registered drafter (``suffix``, ``ngram``) by name with keyword parameters."""
+    return DRAFTERS.get(name, field="drafter")(**params)
+
+
+def as_token_list(tokens: Any, what: str = "tokens") -> list[int]:
+    """Token ids as a list of Python ints (from a numpy array, list or tuple); negative ids are
+    rejected (the suffix drafter uses them as sequence separators)."""
+    if isinstance(tokens, np.ndarray):
+        if tokens.ndim != 1 or tokens.dtype.kind not in "iu":
+            raise SpecrollError(f"{what} must be a 1-D integer array, got {tokens.dtype} {tokens.shape}",
+                                field=what, fix="pass token ids as int64")
+        out = tokens.tolist()
+    else:
+        out = [int(t) for t in tokens]
+    if out and min(out) < 0:
+        raise SpecrollError(f"{what} has negative token ids", field=what, fix="pass token ids >= 0")
+    return out
