@@ -14,10 +14,6 @@ from specroll.cli import main
 from specroll.errors import SpecrollError
 from tests.real_backend.test_engine_toy import hash_sampler
 
-needs_policies = pytest.mark.skipif(
-    not (hasattr(policies, "make_drafter") and hasattr(policies, "LengthHistory")),
-    reason="drafters / LengthHistory not landed in policies yet")
-
 BASE = dict(model="toy", prompts=3, samples=2, steps=3, max_new_tokens=40, max_batch=4, seed=5,
             temperature=0.8, drafter="suffix")
 
@@ -26,7 +22,6 @@ def deployable_policies() -> list[str]:
     return [n for n in policies.POLICIES.names() if policies.POLICIES.get(n).deployable]
 
 
-@needs_policies
 def test_every_policy_reproduces_ar_tokens():
     ar = rollout(RolloutConfig(**BASE, policy="ar"))
     ar_tokens = ar.trace.table.column("token_ids").to_pylist()
@@ -39,7 +34,6 @@ def test_every_policy_reproduces_ar_tokens():
         assert res.trace.column("finished").tolist() == ar.trace.column("finished").tolist()
 
 
-@needs_policies
 def test_suffix_drafter_learns_from_earlier_steps():
     cfg = dict(BASE, temperature=0.0)  # greedy on the toy: later steps repeat step 0's text
     res = rollout(RolloutConfig(**cfg, policy="fixed", params={"k": 4}))
@@ -49,10 +43,7 @@ def test_suffix_drafter_learns_from_earlier_steps():
     assert res.summary["iterations"] < ar.summary["iterations"]
 
 
-@needs_policies
 def test_online_acceptance_matches_offline_match_lengths():
-    if not hasattr(policies, "compute_match_lengths"):
-        pytest.skip("compute_match_lengths not landed yet")
     res = rollout(RolloutConfig(**BASE, policy="fixed", params={"k": 3}))
     trace = policies.compute_match_lengths(res.trace, "suffix")
     values, offsets = trace.ragged("match_suffix")
@@ -69,7 +60,6 @@ def test_online_acceptance_matches_offline_match_lengths():
     assert checked > 10
 
 
-@needs_policies
 def test_files_are_written_and_reproducible(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
@@ -98,8 +88,6 @@ def test_files_are_written_and_reproducible(tmp_path):
     (["--model", "toy", "--policy", "nope"], "unknown policy"),
 ])
 def test_bad_inputs_give_one_clear_error(tmp_path, capsys, argv, needle):
-    if "5000" in argv and not hasattr(policies, "make_drafter"):
-        pytest.skip("drafters not landed yet")
     rc = main(["rollout", *argv, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and needle in err and "Traceback" not in err
