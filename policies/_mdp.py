@@ -10,6 +10,7 @@ import numpy as np
 
 from policies._base import Policy, register_policy
 from policies._state import PolicyState
+from policies._tuner import tunable
 from specroll.errors import SpecrollError
 
 CostFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -137,13 +138,16 @@ class MDPPolicy(Policy):
     @dataclasses.dataclass
     class Params:
         profile: str = "h100-sxm:qwen2.5-7b"
-        ctx_len: int = 2048
+        # The tuner searches the two modelling choices of the cost and acceptance models: the one
+        # context length the cost is priced at (real contexts span the prompt to the cap) and how
+        # sticky the confidence bucket is from token to token.
+        ctx_len: int = dataclasses.field(default=2048, metadata=tunable(256, 16384, log=True))
         k_max: int = 16
         max_batch: int = 256
         conf_edges: tuple = (0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
         bucket_alpha: tuple = ()
         alpha: float = 0.7
-        persistence: float = 0.9
+        persistence: float = dataclasses.field(default=0.9, metadata=tunable(0.0, 0.99))
 
     def __init__(self, cost_fn: CostFn | None = None, **params: Any) -> None:
         self._cost_fn = cost_fn

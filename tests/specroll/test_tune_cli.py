@@ -160,8 +160,9 @@ def test_sigkill_mid_study_then_rerun_loses_no_finished_trial(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "SPECROLL_PROGRESS": "0"}
     cmd = [sys.executable, "-m", "specroll", "tune", str(cfg), "--family", "das", "--out", str(out)]
-    proc = subprocess.Popen([*cmd, "--trials", "100000"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen([*cmd, "--trials", "100000"], env=env, stdout=fh, stderr=fh)
     db = out / "study.db"
     before: set = set()
     deadline = time.monotonic() + 120
@@ -178,7 +179,7 @@ def test_sigkill_mid_study_then_rerun_loses_no_finished_trial(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL and len(before) >= 3
+    assert proc.returncode == -signal.SIGKILL and len(before) >= 3, log.read_text()[-2000:]
     killed = _db_complete(db)
     assert before <= killed and not (out / "best_policy.json").exists()
     # Re-running asks for two more than were finished: it runs only those, keeping every one.

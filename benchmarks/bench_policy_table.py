@@ -1,0 +1,181 @@
+"""Every policy family on the reference scenario: makespan, speedup over AR, gap to the oracle.
+
+    .venv/bin/python benchmarks/bench_policy_table.py [--scale 1] [--trials 30] [--tune das,threshold]
+        [--tune-seeds 2,3] [--eval-seed 1] [--kmax-sweep 1-8] [--out out/bench_policy_table] [--fresh]
+
+Scenario: examples/reference.toml (64 engines x 128 rollouts of math-16k per step, 2 steps, qwen2.5-7b
+on the H100 what-if profile, parametric "decay" acceptance) with ``acceptance.confidence = true`` for
+EVERY row: threshold, seer and mdp read the drafter's confidence, the reference has none, and the
+draws of m_t do not depend on it (it only exposes p_j), so rows stay comparable. ``--scale s``
+multiplies engines and prompts by s (the same 128 rollouts per engine, so the same per-engine
+batch dynamics).
+
+Rows: ar; fixed K for every K of the sweep (the best marked *); threshold, das, tlt, seer, adaptive,
+mdp at their source defaults; das and threshold tuned (``specroll tune``'s objective: mean total
+time of all steps, incl. training) on OTHER seeds than the evaluation's -- both the acceptance seed
+and the synthetic trace's seed differ, so the tuned policies never see the evaluated lengths or
+draws; the oracle. Evaluation: seed ``--eval-seed`` (the reference's 1). Studies are SQLite files in
+--out and resume when re-run with the same settings (``--fresh`` starts over).
+
+Columns: total_s (all steps: rollout + train + sync), rollout_s (the rollout phases: where policies
+differ; training is the same for all), speedups over AR, gap to the oracle (rollout and total),
+engine iterations, drafted tokens per generated token and the fraction of drafted tokens accepted.
+Writes --out/policy_table.json and policy_table.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("SPECROLL_PROGRESS", "0")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_FAMILIES = ("threshold", "das", "tlt", "seer", "adaptive", "mdp")
+
+
+def scenario(path: Path, scale: float, seed: int, workload_seed: int | None = None) -> dict:
+    """The reference config as a dict, scaled, with confidence on and the given seeds."""
+    from specroll.fileio import read_toml
+
+    raw = read_toml(path)
+    raw.pop("tune", None)
+    w = raw["workload"]
+    raw["cluster"]["engines"] = max(1, round(raw["cluster"]["engines"] * scale))
+    w["prompts"] = max(1, round(w["prompts"] * scale))
+    raw["acceptance"]["confidence"] = True
+    raw["seed"] = seed
+    w["seed"] = seed if workload_seed is None else workload_seed
+    return raw
+
+
+def run_row(sim, label: str, policy, rows: list[dict]) -> dict:
+    s = sim.run(policy, show_progress=False).summary
+    row = {"label": label, "policy": policy.to_dict(), "total_s": s["makespan_s"], "rollout_s": s["rollout_s"],
+           "iterations": s["iterations"], "tokens": s["tokens"], "drafted": s["drafted_tokens"],
+           "accepted": s["accepted_tokens"], "steps_rollout_s": [st["rollout_s"] for st in s["steps"]]}
+    rows.append(row)
+    print(f"  {label:<22} total {row['total_s']:9.2f} s  rollout {row['rollout_s']:9.2f} s", file=sys.stderr,
+          flush=True)
+    return row
+
+
+def tune_family(family: str, args: argparse.Namespace, cfg_path: Path, out: Path) -> tuple[object, dict]:
+    from policies._tuner import tune
+    from simulator import SimConfig
+    from specroll.commands.tune import TuneSetup
+
+    seeds = [int(s) for s in args.tune_seeds.split(",")]
+    configs = [SimConfig.from_dict(scenario(cfg_path, args.scale, s), file=str(cfg_path)) for s in seeds]
+    setup = TuneSetup(configs, [f"seed={s}" for s in seeds])
+    setup.build()
+    pins = {}
+    if family == "mdp":
+        pins = {"profile": configs[0].profile_name(), "max_batch": configs[0].cluster.max_batch}
+    t0 = time.perf_counter()
+    res = tune(setup.objective, family, n_trials=args.trials, out_dir=out / f"tune-{family}", seed=0,
+               study_name=f"{family}-scale{args.scale:g}-seeds{args.tune_seeds}", fixed=pins)
+    info = {"family": family, "best_value_s": res.best_value, "n_complete": res.n_complete,
+            "tune_seeds": seeds, "wall_s": time.perf_counter() - t0,
+            "best_params": res.best_policy.to_dict()["params"]}
+    return res.best_policy, info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "examples/reference.toml"))
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply engines and prompts (default 1)")
+    ap.add_argument("--trials", type=int, default=30, help="tuning trials per tuned family")
+    ap.add_argument("--tune", default="das,threshold", help="families to tune (comma list; '' for none)")
+    ap.add_argument("--tune-seeds", default="2,3", help="seeds the tuning averages over (not --eval-seed)")
+    ap.add_argument("--eval-seed", type=int, default=1)
+    ap.add_argument("--kmax-sweep", default="1-8", help="fixed K values, 'A-B' or a comma list")
+    ap.add_argument("--out", default=str(ROOT / "out/bench_policy_table"))
+    ap.add_argument("--fresh", action="store_true", help="delete the stored studies first")
+    args = ap.parse_args()
+
+    from policies import make_policy
+    from simulator import SimConfig, Simulator
+    from specroll.fileio import atomic_write, write_json
+
+    cfg_path = Path(args.config)
+    out = Path(args.out)
+    if args.fresh and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tuned_families = [f for f in args.tune.split(",") if f]
+    if str(args.eval_seed) in args.tune_seeds.split(","):
+        sys.exit("--eval-seed must not be one of --tune-seeds (that would hide overfitting)")
+    ks = (list(range(int(args.kmax_sweep.split("-")[0]), int(args.kmax_sweep.split("-")[1]) + 1))
+          if "-" in args.kmax_sweep else [int(k) for k in args.kmax_sweep.split(",")])
+    t_all = time.perf_counter()
+
+    tuned, tune_info = {}, []
+    for fam in tuned_families:
+        print(f"tuning {fam}: {args.trials} trials on seeds {args.tune_seeds}", file=sys.stderr, flush=True)
+        tuned[fam], info = tune_family(fam, args, cfg_path, out)
+        tune_info.append(info)
+
+    cfg = SimConfig.from_dict(scenario(cfg_path, args.scale, args.eval_seed), file=str(cfg_path))
+    sim = Simulator(cfg)
+    print(f"evaluating on seed {args.eval_seed}", file=sys.stderr, flush=True)
+    rows: list[dict] = []
+    ar = run_row(sim, "ar", make_policy("ar"), rows)
+    fixed = [run_row(sim, f"fixed k={k}", make_policy("fixed", k=k), rows) for k in ks]
+    best_fixed = min(fixed, key=lambda r: r["rollout_s"])
+    best_fixed["label"] += " *"
+    mdp_pins = {"profile": cfg.profile_name(), "max_batch": cfg.cluster.max_batch}
+    for fam in DEFAULT_FAMILIES:
+        run_row(sim, f"{fam} (defaults)", make_policy(fam, **(mdp_pins if fam == "mdp" else {})), rows)
+    for fam, pol in tuned.items():
+        run_row(sim, f"{fam} (tuned)", pol, rows)
+    oracle = run_row(sim, "oracle", make_policy("oracle"), rows)
+
+    for r in rows:
+        r["speedup_total"] = ar["total_s"] / r["total_s"]
+        r["speedup_rollout"] = ar["rollout_s"] / r["rollout_s"]
+        r["gap_rollout"] = r["rollout_s"] / oracle["rollout_s"] - 1.0
+        r["gap_total"] = r["total_s"] / oracle["total_s"] - 1.0
+    head = (f"reference scenario x{args.scale:g}: {cfg.cluster.engines} engines, "
+            f"{cfg.workload.prompts} prompts x {cfg.workload.samples} samples, "
+            f"{cfg.workload.steps} steps, {cfg.model.name} on {cfg.profile_name()}, acceptance "
+            f"{cfg.acceptance.params}, eval seed {args.eval_seed}")
+    lines = [head, "",
+             "| policy | total_s | rollout_s | speedup (total) | speedup (rollout) | gap to oracle (rollout) "
+             "| gap to oracle (total) | iterations | drafted/token | accepted/drafted |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        acc = r["accepted"] / r["drafted"] if r["drafted"] else float("nan")
+        lines.append(f"| {r['label']} | {r['total_s']:.1f} | {r['rollout_s']:.1f} | {r['speedup_total']:.2f}x "
+                     f"| {r['speedup_rollout']:.2f}x | {100 * r['gap_rollout']:+.1f} % | "
+                     f"{100 * r['gap_total']:+.1f} % | {r['iterations']:,} | {r['drafted'] / r['tokens']:.2f} "
+                     f"| {acc:.2f} |")
+    lines.append("")
+    for info in tune_info:
+        p = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in info["best_params"].items()}
+        lines.append(f"{info['family']} tuned: {info['n_complete']} trials on seeds {info['tune_seeds']} "
+                     f"(tuning objective {info['best_value_s']:.1f} s, {info['wall_s']:.0f} s wall): {p}")
+    for fam in tuned:
+        r = next(x for x in rows if x["label"] == f"{fam} (tuned)")
+        beats = all(r["rollout_s"] < f["rollout_s"] for f in fixed)
+        lines.append(f"{fam} tuned: gap to oracle {100 * r['gap_rollout']:+.1f} % (rollout), "
+                     f"{100 * r['gap_total']:+.1f} % (total); better than every fixed K: "
+                     f"{'yes' if beats else 'no'} (best fixed: {best_fixed['label']} at "
+                     f"{best_fixed['rollout_s']:.1f} s rollout)")
+    lines.append(f"wall {time.perf_counter() - t_all:.0f} s")
+    text = "\n".join(lines)
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "policy_table.json", {"args": vars(args), "scenario": head, "rows": rows,
+                                           "tuning": tune_info})
+    with atomic_write(out / "policy_table.md", "w") as fh:
+        fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
