@@ -33,6 +33,14 @@ class Policy:
     Subclasses declare their parameters as a nested dataclass ``Params`` (defaults = the source
     paper's), implement :meth:`decide`, and if stateful :meth:`reset` / :meth:`observe`.
     The same object runs unchanged in the simulator and the real backend.
+
+    Optional fast-path contract: a policy may define ``decide_with_horizon(state) -> (k,
+    horizon)`` returning decide(state) and, per request, the ``generated`` value from which its
+    decision may change (int array, or None for never). Defining it promises that the decision of
+    an engine's requests depends only on that engine's requests' ``generated``, ``predicted_len``,
+    ``prompt_len``, ``request`` and its ``batch_size`` (plus the scalars), stays the same while
+    the engine's set of requests is unchanged and every ``generated < horizon``, and that
+    observe() does nothing. The simulator then advances engines many iterations per decision.
     """
 
     name: ClassVar[str] = "base"
@@ -115,6 +123,9 @@ class AutoRegressive(Policy):
     def decide(self, state: PolicyState) -> np.ndarray:
         return np.zeros(state.n, dtype=np.int32)
 
+    def decide_with_horizon(self, state: PolicyState) -> tuple[np.ndarray, None]:
+        return self.decide(state), None
+
 
 @register_policy("fixed")
 class FixedK(Policy):
@@ -130,3 +141,6 @@ class FixedK(Policy):
 
     def decide(self, state: PolicyState) -> np.ndarray:
         return np.full(state.n, min(int(self.params.k), state.kmax), dtype=np.int32)
+
+    def decide_with_horizon(self, state: PolicyState) -> tuple[np.ndarray, None]:
+        return self.decide(state), None

@@ -8,7 +8,7 @@ import numpy as np
 
 from policies._alloc import serve_quota
 from policies._base import Policy, register_policy
-from policies._history import LONG, MEDIUM, length_class
+from policies._history import LONG, MEDIUM, class_horizon, length_class
 from policies._state import PolicyState
 from policies._tuner import tunable
 from specroll.errors import SpecrollError
@@ -111,10 +111,30 @@ class DASPolicy(Policy):
             raise SpecrollError(f"alpha must be in (0, 1), got {p.alpha}", field="alpha")
 
     def decide(self, state: PolicyState) -> np.ndarray:
+        return self._decide(state, self._classes(state))
+
+    def decide_with_horizon(self, state: PolicyState) -> tuple[np.ndarray, np.ndarray]:
+        """decide() plus, per request, the ``generated`` value from which it may change.
+
+        The simulator's windowed kernel contract (see ``policies.Policy``): the decision of an
+        engine's requests depends only on that engine's requests (length classes, and their count
+        for ``closed_form``) and its batch size; a class is a step function of ``generated``
+        (:func:`policies._history.class_horizon`); nothing is learned from feedback.
+        """
+        p = self.params
+        cls = self._classes(state)
+        h = class_horizon(state.predicted_len, state.generated, state.max_len,
+                          long_frac=p.long_frac, short_frac=p.short_frac)
+        return self._decide(state, cls), h
+
+    def _classes(self, state: PolicyState) -> np.ndarray:
+        p = self.params
+        return length_class(state.predicted_len, state.generated, state.max_len,
+                            long_frac=p.long_frac, short_frac=p.short_frac)
+
+    def _decide(self, state: PolicyState, cls: np.ndarray) -> np.ndarray:
         p = self.params
         k_max = min(int(p.k_max), state.kmax)
-        cls = length_class(state.predicted_len, state.generated, state.max_len,
-                           long_frac=p.long_frac, short_frac=p.short_frac)
         b = np.maximum(state.batch_size, 1).astype(np.float64)
         if p.mode == "schedule":
             scale = np.maximum(1.0, p.full_batch / b) ** p.growth
@@ -125,8 +145,14 @@ class DASPolicy(Policy):
             k_long_e = das_optimal_k(p.alpha, rho, k_max).astype(np.float64)
             scale = k_long_e / max(p.k_long, 1)
         k_med_e = np.minimum(np.round(p.k_medium * scale), k_max)
+        if p.token_quota < 0:
+            # No quota: each request's budget is its (engine, class) cell of a small table, one
+            # gather instead of per-request where()s (the same integers: budgets are whole floats).
+            table = np.zeros((state.n_engines, 3), dtype=np.int32)
+            table[:, MEDIUM] = k_med_e
+            table[:, LONG] = k_long_e
+            return table.ravel()[state.engine * 3 + cls]
         want = np.where(cls == LONG, k_long_e[state.engine],
                         np.where(cls == MEDIUM, k_med_e[state.engine], 0.0))
-        quota = (np.full(state.n_engines, -1.0) if p.token_quota < 0
-                 else np.maximum(p.token_quota - state.batch_size, 0).astype(np.float64))
+        quota = np.maximum(p.token_quota - state.batch_size, 0).astype(np.float64)
         return serve_quota(want, state.engine, quota, cls, (LONG, MEDIUM))

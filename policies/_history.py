@@ -11,6 +11,7 @@ Also the length-class helper (Long / Medium / Short) that DAS and other families
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -138,10 +139,23 @@ def length_class(predicted_len: np.ndarray, generated: np.ndarray, max_len: int,
     prediction) a request is Medium until its partial length alone makes it Long.
     """
     pred = np.asarray(predicted_len, dtype=np.float64)
-    gen = np.asarray(generated, dtype=np.float64)
-    expected = np.fmax(pred, gen)  # fmax: NaN prediction -> the partial length
-    cls = np.full(pred.shape, MEDIUM, dtype=np.int8)
-    known = ~np.isnan(pred)
-    cls[known & (expected < short_frac * max_len)] = SHORT
-    cls[expected >= long_frac * max_len] = LONG
-    return cls
+    expected = np.fmax(pred, generated)  # fmax: NaN prediction -> the partial length
+    # Medium unless known and short; Long overrides. One where() instead of masked assignments:
+    # the simulator classifies every active request of the cluster per decision.
+    not_short = (expected >= short_frac * max_len) | np.isnan(pred)
+    return np.where(expected >= long_frac * max_len, np.int8(LONG), not_short.view(np.int8))
+
+
+def class_horizon(predicted_len: np.ndarray, generated: np.ndarray, max_len: int, *,
+                  long_frac: float = 0.5, short_frac: float = 0.125) -> np.ndarray:
+    """int64 (n,): the ``generated`` value at which :func:`length_class` of each request may next
+    change (int64 max when it never will). The class is a step function of ``generated`` for a
+    fixed prediction: Short ends at ``short_frac * max_len`` (known predictions below it),
+    Medium ends at ``long_frac * max_len`` (unless the prediction is already Long)."""
+    pred = np.asarray(predicted_len, dtype=np.float64)
+    gen = np.asarray(generated)
+    s = math.ceil(short_frac * max_len)  # the first integer length with length >= threshold
+    lo = math.ceil(long_frac * max_len)
+    never = np.iinfo(np.int64).max
+    h = np.where((gen < lo) & ~(pred >= lo), np.int64(lo), np.int64(never))
+    return np.where((gen < s) & (pred < s), np.int64(s), h)

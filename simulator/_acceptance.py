@@ -70,14 +70,25 @@ class StepAcceptance:
     offsets: np.ndarray
     kmax: int
     proposal_len: np.ndarray | None = None
-    """int8 per position: the drafter's proposal length (None: always kmax)."""
+    """int8 per position: the drafter's proposal length (None: always kmax). ``match <=
+    proposal_len`` everywhere (the sources enforce it), so clipping a draft to the proposal
+    never changes what it accepts."""
     conf_builder: Callable[[], np.ndarray] | None = field(default=None, repr=False)
     """Builds the per-position confidence, 1-D (parametric) or 2-D (trace), on first use."""
     _conf: np.ndarray | None = field(default=None, repr=False)
+    _match1: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def has_confidence(self) -> bool:
         return self.conf_builder is not None
+
+    @property
+    def match1(self) -> np.ndarray:
+        """int8 ``match + 1`` (tokens emitted when drafting at least m_t), built once and cached:
+        the windowed kernel's inner step is then ``pos += min(k + 1, match1[pos])``, one call less."""
+        if self._match1 is None:
+            self._match1 = self.match + np.int8(1)
+        return self._match1
 
     def conf_at(self, pos: np.ndarray) -> np.ndarray:
         """float32 (n, kmax): confidence of each proposed token for requests at flat positions pos."""
@@ -314,22 +325,6 @@ class TraceAcceptance(AcceptanceSource):
     def __init__(self, drafter: str = "suffix", kmax: int | None = None) -> None:
         self.drafter = str(drafter)
         self.kmax = None if kmax is None else int(kmax)
-
-    def _thresholds(self, req_alpha: np.ndarray, lo: int, hi: int, lens: np.ndarray) -> np.ndarray:
-        """uint32 thresholds (accept when bits < threshold) per position of rollouts [lo, hi)."""
-        def to_u32(p: np.ndarray) -> np.ndarray:
-            return np.minimum(np.asarray(p, np.float64) * 2.0**32, 2.0**32 - 1).astype(np.uint32)
-
-        if self.model == "iid":
-            return to_u32(self.alpha)
-        if self.model == "beta":
-            return np.repeat(to_u32(req_alpha[lo:hi]), lens)
-        if self._decay_table is None or self._decay_table.shape[0] < int(lens.max()):
-            t = np.arange(max(int(lens.max()), 1 << 14), dtype=np.float64)
-            self._decay_table = to_u32(self.alpha_end + (self.alpha - self.alpha_end)
-                                       * np.exp(-t / self.decay_tokens))
-        local = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
-        return self._decay_table[local]
 
     def prepare(self, rollouts: StepRollouts, seed: int) -> StepAcceptance:
         ro = rollouts

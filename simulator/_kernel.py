@@ -19,6 +19,7 @@ import numpy as np
 from calibration import IterationBatch
 from policies import Feedback, Policy, PolicyState
 from simulator._acceptance import StepAcceptance, StepRollouts
+from simulator._window import has_fast_path, run_windowed
 
 # Rows of the request matrix. GEN, POS and CTX are adjacent: one in-place add advances all three.
 ENG, GID, GEN, POS, CTX, LEN, PLEN, LASTK, LASTACC = range(9)
@@ -88,8 +89,11 @@ class StepKernel:
 
     def __init__(self, ro: StepRollouts, acc: StepAcceptance, engine_of: np.ndarray, queue: np.ndarray,
                  predicted: np.ndarray, spec: EngineSpec, cost: Any, policy: Policy, *, step: int,
-                 rid_base: int, max_len: int, timeline_points: int = 2000) -> None:
+                 rid_base: int, max_len: int, timeline_points: int = 2000, fast: bool = True) -> None:
         self.ro, self.acc, self.spec, self.cost, self.policy = ro, acc, spec, cost, policy
+        # The windowed path (simulator/_window.py) for policies that declare decision horizons;
+        # fast=False forces the iteration-by-iteration loop below (the reference it is tested on).
+        self.fast = fast and has_fast_path(policy)
         self.step, self.rid_base, self.max_len = step, rid_base, max_len
         E = spec.n_engines
         R = ro.n
@@ -254,6 +258,8 @@ class StepKernel:
     # --- the hot loop -----------------------------------------------------------------------------
     def run(self) -> StepOutcome:
         """Advance all engines until every rollout of the step has finished."""
+        if self.fast:
+            return run_windowed(self)
         spec, acc, policy, cost, out = self.spec, self.acc, self.policy, self.cost, self.out
         E = spec.n_engines
         match, plen_at, kmax = acc.match, acc.proposal_len, acc.kmax

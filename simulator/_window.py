@@ -1,0 +1,237 @@
+"""The windowed fast path of the engine kernel: many iterations per policy decision.
+
+A policy with ``decide_with_horizon`` (the contract is in ``policies.Policy``) keeps each
+engine's decision until an *event* in that engine: a request finishes, a request reaches its
+decision horizon, or the engine's KV use passes its capacity. Between events an engine's
+iterations depend only on the (fixed) drafts and on the match lengths, which are known in
+advance, so instead of one decision, one cost-model call and ~40 bookkeeping calls per
+iteration, each *window*:
+
+1. decides once for every active request (draft length k and horizon);
+2. chases W iterations of every active request at once,
+   ``pos[j+1] = pos[j] + min(k+1, m_{pos[j]} + 1)``: three numpy calls per iteration;
+3. finds each engine's first event and keeps its iterations up to and including it (w_e <= W);
+   an engine never interacts with another before the barrier, so the others need not stop;
+4. prices every kept (iteration, engine) pair in ONE cost-model call over a (W, engines) batch
+   and advances each engine's clock with a cumulative sum (the same sequential float additions
+   as one iteration at a time);
+5. runs the lockstep kernel's own finish / admission / preemption code at the events.
+
+Engines thus drift apart in iteration count inside a step, but every number equals the lockstep
+kernel's bit for bit: features are integer sums, the cost model is elementwise, clocks add the
+same terms in the same order (tests/simulator/test_window.py). Iterations chased past an
+engine's event are discarded; the window length W is chosen each time to balance that waste
+against the fixed cost of a window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from calibration import IterationBatch
+from policies import PolicyState
+
+# Window lengths tried, and rough costs (seconds) of a window, of one chased iteration and of one
+# request-iteration on this kind of machine. They only steer the choice of W (speed), never results.
+_W_CHOICES = np.array([1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256])
+_COST_WINDOW, _COST_STEP, _COST_REQ = 250e-6, 3e-6, 6e-9
+
+
+def has_fast_path(policy: Any) -> bool:
+    return callable(getattr(policy, "decide_with_horizon", None))
+
+
+class _Grid:
+    """Timeline samples (every ``every``-th iteration of every engine) filled as engines pass them."""
+
+    def __init__(self, n_engines: int, every: int) -> None:
+        self.E, self.every = n_engines, every
+        self.clock = np.zeros((0, n_engines))
+        self.cnt = np.zeros((0, n_engines), np.int64)
+        self.t = np.zeros((0, n_engines))
+
+    def _grow(self, rows: int) -> None:
+        have = self.clock.shape[0]
+        if rows <= have:
+            return
+        new = max(rows, 2 * have, 64)
+        for name in ("clock", "cnt", "t"):
+            old = getattr(self, name)
+            arr = np.zeros((new, self.E), old.dtype)
+            arr[:have] = old
+            setattr(self, name, arr)
+
+    def record(self, g0: np.ndarray, w: np.ndarray, active: np.ndarray, clock: np.ndarray,
+               cnt: np.ndarray, t: np.ndarray) -> None:
+        """Engine ``active[a]`` ran iterations g0[a] .. g0[a]+w[a]-1; clock[j, a] is its clock
+        before iteration j of the window and t[j, a] that iteration's time."""
+        jj = np.arange(t.shape[0])[:, None]
+        r, c = np.nonzero(((g0 + jj) % self.every == 0) & (jj < w))
+        if r.size == 0:
+            return
+        s = (g0[c] + r) // self.every
+        self._grow(int(s.max()) + 1)
+        e = active[c]
+        self.clock[s, e] = clock[r, c]
+        self.cnt[s, e] = cnt[c]
+        self.t[s, e] = t[r, c]
+
+    def arrays(self, iters: np.ndarray, clock: np.ndarray) -> dict[str, np.ndarray]:
+        """The lockstep kernel's timeline: rows at kernel iterations 0, every, ... < K and K."""
+        E, every = self.E, self.every
+        K = int(iters.max()) if iters.size else 0
+        rows = -(-K // every)
+        self._grow(rows)
+        cl, cn, t = self.clock[:rows].copy(), self.cnt[:rows].copy(), self.t[:rows].copy()
+        # An engine that has finished reads as idle at its final clock.
+        idle = (np.arange(rows)[:, None] * every) >= iters[None, :]
+        cl = np.where(idle, clock[None, :], cl)
+        cn[idle] = 0
+        t[idle] = 0.0
+        its = np.append(np.arange(rows, dtype=np.int64) * every, K)
+        return {
+            "kernel_iteration": np.repeat(its, E),
+            "engine": np.tile(np.arange(E, dtype=np.int32), rows + 1),
+            "time_s": np.concatenate([cl.ravel(), clock]),
+            "batch_size": np.concatenate([cn.ravel(), np.zeros(E, np.int64)]).astype(np.int32),
+            "iter_time_s": np.concatenate([t.ravel(), np.zeros(E)]),
+        }
+
+
+def _choose_window(lead: np.ndarray, adv: np.ndarray, seg: np.ndarray, kv_room: np.ndarray) -> int:
+    """W maximizing (engine-iterations expected before each engine's first event) / (window cost).
+
+    ``lead`` is each request's tokens to its next event, ``adv`` its expected tokens per
+    iteration, ``kv_room`` each engine's KV tokens left before capacity.
+    """
+    est = np.minimum.reduceat(lead / adv, seg)
+    np.minimum(est, kv_room / np.add.reduceat(adv, seg), out=est)
+    np.maximum(est, 0.0, out=est)
+    useful = np.minimum(_W_CHOICES[:, None], est[None, :] + 1.0).sum(axis=1)
+    cost = _COST_WINDOW + _W_CHOICES * (_COST_STEP + _COST_REQ * lead.shape[0])
+    return int(_W_CHOICES[np.argmax(useful / cost)])
+
+
+def run_windowed(kern: Any) -> Any:
+    """StepKernel.run for a policy with ``decide_with_horizon``; returns the same StepOutcome."""
+    from simulator._kernel import CTX, ENG, GEN, GID, LEN, PLEN, POS, PRED
+
+    spec, acc, policy, cost, out = kern.spec, kern.acc, kern.policy, kern.cost, kern.out
+    E = spec.n_engines
+    kmax = acc.kmax
+    m1, plen_at = acc.match1, acc.proposal_len
+    cap = int(spec.kv_capacity)
+    tri = (np.arange(kmax + 1) + 1) * (np.arange(kmax + 1) + 2) // 2  # causal pairs of a k+1 verify
+    grid = _Grid(E, kern.timeline.every)
+    last_t = np.zeros(E)
+    drafted = req_iters = 0
+    gain = 0.5  # accepted per drafted token, measured on the previous window (steers W only)
+    kern._admit(np.arange(E))
+    while kern.S.shape[1]:
+        S, F, active, seg = kern.S, kern.F, kern.active, kern.seg
+        n, A = S.shape[1], active.shape[0]
+        cnt_a = kern.cnt[active]
+        gen, pos, ctx = S[GEN], S[POS], S[CTX]
+        c_sum0 = np.add.reduceat(ctx, seg)
+        kv_used = np.zeros(E)
+        kv_used[active] = c_sum0 / float(cap)
+        zeros = np.zeros(n, np.int32)
+        state = PolicyState(
+            engine=S[ENG], request=S[GID], generated=gen, prompt_len=S[PLEN], predicted_len=F[PRED],
+            last_drafted=zeros, last_accepted=zeros, accept_ema=np.full(n, np.nan),
+            batch_size=kern.cnt, kv_used=kv_used, iteration=kern.iters, last_iter_time=last_t,
+            kmax=kmax, max_len=kern.max_len, step=kern.step)
+        k, horizon = policy.decide_with_horizon(state)
+        k = np.minimum(k, kmax)
+        np.maximum(k, 0, out=k)
+        until = S[LEN] if horizon is None else np.minimum(S[LEN], horizon)
+        lead = until - gen  # tokens to the request's next event (finish or horizon), >= 1
+        stop = pos + lead   # ... as a flat position
+        W = _choose_window(lead, 1.0 + gain * k, seg, (cap - c_sum0).astype(np.float64))
+
+        # Chase W iterations of every request (positions past an event are discarded below;
+        # mode="clip" keeps a chase past the last rollout inside the array).
+        k1 = (k + 1).astype(np.int8)
+        P = np.empty((W + 1, n), np.int64)
+        P[0] = pos
+        m = np.empty(n, np.int8)
+        for j in range(W):
+            np.take(m1, P[j], out=m, mode="clip")
+            np.minimum(m, k1, out=m)
+            np.add(P[j], m, out=P[j + 1])
+
+        # Each engine's first event: the first iteration after which a request reached its stop,
+        # or after which its KV use (sum of contexts) passed capacity.
+        first = np.full(n, W, np.int64)
+        hit = np.flatnonzero(P[W] >= stop)
+        if hit.size:
+            first[hit] = (P[1:, hit] < stop[hit]).sum(axis=0)
+        ev = np.minimum.reduceat(first, seg)
+        csum = np.add.reduceat(P, seg, axis=1)  # (W+1, A): row j = contexts before iteration j
+        csum += c_sum0 - csum[0]
+        if (csum[W] > cap).any():
+            np.minimum(ev, (csum[1:] <= cap).sum(axis=0), out=ev)
+        w = np.minimum(ev + 1, W)
+        ar = np.arange(A)
+        kv_hit = csum[w, ar] > cap
+        valid = np.arange(W)[:, None] < w
+
+        # Cost-model features of every (iteration, engine) pair, exactly as the lockstep kernel
+        # builds them one iteration at a time (integer sums, converted once).
+        off = ctx - pos  # context = position + off, fixed per request
+        Pw = P[:W]
+        c_max = np.maximum.reduceat(Pw + off, seg, axis=1).astype(np.float64)
+        if plen_at is None:
+            draft_i = np.add.reduceat(k, seg)
+            q_max = np.broadcast_to(np.maximum.reduceat(k, seg) + 1.0, (W, A))
+            qc = np.add.reduceat(Pw * (k + 1), seg, axis=1)
+            qc += np.add.reduceat(off * (k + 1) + tri[k], seg)
+            drafted += int((draft_i * w).sum())
+            draft = np.broadcast_to(draft_i.astype(np.float64), (W, A))
+        else:
+            # The drafter's proposal length clips k per position (it never changes acceptance:
+            # match <= proposal_len), so q, drafts and pairs vary per iteration.
+            kk = np.minimum(plen_at.take(Pw, mode="clip"), k)
+            draft_i = np.add.reduceat(kk, seg, axis=1)
+            q_max = np.maximum.reduceat(kk, seg, axis=1) + 1.0
+            qc = np.add.reduceat((kk + 1) * (Pw + off) + tri[kk], seg, axis=1)
+            drafted += int(draft_i[valid].sum())
+            draft = draft_i.astype(np.float64)
+        n_f = cnt_a.astype(np.float64)
+        batch = IterationBatch(
+            n=np.where(valid, n_f, 0.0), q_sum=n_f + draft, q_max=q_max, c_sum=csum[:W].astype(np.float64),
+            c_max=c_max, qc_sum=qc.astype(np.float64), draft_tokens=draft)
+        t = np.where(valid, cost.iteration_time(batch), 0.0)
+
+        # Clocks: row j = clock before iteration j; zeros past an engine's event add nothing.
+        clock = np.empty((W + 1, A))
+        clock[0] = kern.clock[active]
+        clock[1:] = t
+        np.cumsum(clock, axis=0, out=clock)
+        grid.record(kern.iters[active], w, active, clock, cnt_a, t)
+        kern.clock[active] = clock[W]
+        kern.iters[active] += w
+        last_t[active] = t[w - 1, ar]
+        req_iters += int((cnt_a * w).sum())
+
+        moved = P[np.repeat(w, cnt_a), np.arange(n)] - pos
+        emitted = int(moved.sum())
+        window_drafted = int((np.add.reduceat(k, seg) * w).sum())
+        if window_drafted:
+            gain = min(1.0, max(0.05, (emitted - int((cnt_a * w).sum())) / window_drafted))
+        S[GEN:CTX + 1] += moved
+        done = S[GEN] >= S[LEN]
+        if done.any():
+            kern._finish(done)
+        if kv_hit.any() and kern.S.shape[1]:
+            kv = np.bincount(kern.S[ENG], weights=kern.S[CTX], minlength=E)
+            if (kv > cap).any():
+                kern._preempt(kv)
+
+    out.drafted, out.accepted = drafted, int(kern.ro.response_len.sum()) - req_iters
+    out.request_iterations = req_iters
+    out.kernel_iterations = int(kern.iters.max()) if E else 0
+    out.timeline = grid.arrays(kern.iters, kern.clock)
+    return out
