@@ -27,6 +27,30 @@ def pyplot() -> Any:
     return plt
 
 
+def plain_log_ticks(axis: Any, base: int = 10) -> None:
+    """Log-axis tick labels as plain numbers (4, 16, 0.5) instead of 2^2 / 4x10^0."""
+    from matplotlib import ticker
+
+    def minor(v: float, _: Any) -> str:
+        # label 2x and 5x ticks only on a short axis (over many decades they collide)
+        lo, hi = sorted(axis.get_view_interval())
+        short = lo > 0 and np.log10(hi / lo) <= 2.5
+        return f"{v:g}" if short and f"{v:g}"[0] in "25" else ""
+
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter() if base == 2 else ticker.FuncFormatter(minor))
+
+
+def count_ticks(ax: Any, top: float) -> None:
+    """Integer y ticks 0, 1, 2, 4, 8, ... for a symlog count axis."""
+    from matplotlib import ticker
+
+    ticks = [0] + [2 ** i for i in range(0, max(1, int(np.ceil(np.log2(max(top, 1)))) + 1))]
+    ax.yaxis.set_major_locator(ticker.FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_locator(ticker.NullLocator())
+
+
 def save(fig: Any, png: Path) -> Path:
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None})
@@ -56,9 +80,10 @@ def sim_breakdown(steps: Sequence[dict[str, Any]], engines: int, png: Path) -> P
             ax.bar(x, vals, width, bottom=bottom, color=PHASE_COLORS[key], label=label)
         bottom += vals
     if len(x) <= 24:
-        for xi, r, f in zip(x, rollout, busy_frac):
-            if np.isfinite(f):
-                ax.text(xi, r / 2, f"{100 * f:.0f}%\nbusy", ha="center", va="center", fontsize=8, color="w")
+        for xi, b, f in zip(x, busy, busy_frac):
+            if np.isfinite(f) and b > 0.06 * bottom.max():
+                ax.text(xi, b / 2, f"{100 * f:.0f} %\nbusy", ha="center", va="center", fontsize=9, color="w",
+                        fontweight="bold")
     ax.set_xlabel("RL step")
     ax.set_ylabel("time (s)")
     ax.set_xticks(x if len(x) <= 24 else ax.get_xticks())
@@ -81,15 +106,18 @@ def _grid_mean(curves: list[tuple[np.ndarray, np.ndarray]], t_end: float, n: int
 
 def sim_batch(eng: dict[str, np.ndarray], step_t0: dict[int, float], rollout_s: dict[int, float],
               png: Path, *, max_steps: int = 3, max_engines: int = 12) -> Path:
-    """Active batch size over time per engine, one panel per RL step (at most ``max_steps``, spread
-    over the run), and the mean over all engines: the long tail of a synchronous step."""
+    """Active batch size over time per engine, one panel per RL step side by side (at most
+    ``max_steps``, spread over the run), and the mean over all engines: the long tail of a
+    synchronous step. Meant to span the page's width."""
     plt = pyplot()
     steps = np.unique(eng["step"])
     if len(steps) > max_steps:
         steps = steps[np.unique(np.linspace(0, len(steps) - 1, max_steps).round().astype(int))]
-    fig, axes = plt.subplots(len(steps), 1, figsize=(7.5, 0.6 + 2.5 * len(steps)), squeeze=False)
+    # 15 in wide: shown across the page at the same scale (font size) as the half-width figures
+    fig, axes = plt.subplots(1, len(steps), figsize=(15, 4.2), squeeze=False)
     cmap = plt.get_cmap("tab20")
-    for ax, s in zip(axes[:, 0], steps.tolist()):
+    top = float(eng["batch_size"].max()) if len(eng["batch_size"]) else 1.0
+    for ax, s in zip(axes[0], steps.tolist()):
         sel = eng["step"] == s
         engines = np.unique(eng["engine"][sel])
         shown = set(engines[np.unique(np.linspace(0, len(engines) - 1, min(max_engines, len(engines)))
@@ -113,13 +141,14 @@ def sim_batch(eng: dict[str, np.ndarray], step_t0: dict[int, float], rollout_s: 
         if s in rollout_s:
             ax.axvline(rollout_s[s], color="#cc3311", ls="--", lw=1,
                        label=f"rollout ends {rollout_s[s]:.3g} s")
-        ax.set_yscale("symlog", linthresh=4)
-        ax.set_ylim(bottom=0)
+        ax.set_yscale("symlog", linthresh=2, linscale=0.5)
+        ax.set_ylim(0, top * 1.15)
+        count_ticks(ax, top)
         ax.set_xlim(0, t_end * 1.01 if t_end > 0 else 1)
-        ax.set_ylabel("active requests")
+        ax.set_xlabel("time since the step's rollout phase began (s)")
         ax.set_title(f"step {s}: {len(shown)} of {len(engines)} engines drawn (thin lines)", fontsize=10)
         ax.legend(fontsize=8, loc="upper right", frameon=False)
-    axes[-1, 0].set_xlabel("time since the step's rollout phase began (s)")
+    axes[0, 0].set_ylabel("active requests per engine (symlog)")
     fig.tight_layout()
     return save(fig, png)
 
@@ -135,6 +164,8 @@ def length_hist(lengths: np.ndarray, png: Path, *, title: str, cap: int | None =
     ax.hist(lengths, bins=bins, color="#4477aa")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain_log_ticks(ax.xaxis)
+    plain_log_ticks(ax.yaxis)
     if len(lengths):
         for q, style in ((50, "--"), (99, ":")):
             v = np.percentile(lengths, q)
@@ -190,9 +221,10 @@ def plan_curve(plan: dict[str, Any], png: Path) -> Path:
         if row.get("engines") is not None and row.get("step_s") is not None:
             ax.plot([row["engines"]], [row["step_s"]], marker="*", ms=14, color=line.get_color(), mec="k")
     if plan.get("step_time_s") is not None:
-        ax.axhline(float(plan["step_time_s"]), color="#cc3311", ls="--", lw=1,
+        ax.axhline(float(plan["step_time_s"]), color="k", ls="--", lw=1,
                    label=f"target {float(plan['step_time_s']):g} s")
     ax.set_xscale("log", base=2)
+    plain_log_ticks(ax.xaxis, base=2)
     ax.set_xlabel(f"engines (x tp{plan.get('tp', 1)} GPUs each, log2)")
     ax.set_ylabel("mean RL step time (s)")
     ax.set_title("Capacity plan: step time vs engines (star = fewest meeting the target)", fontsize=10.5)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis._figures import pyplot, save
+from analysis._figures import plain_log_ticks, pyplot, save
 
 
 def _step_colors(steps: Sequence[int]) -> dict[int, Any]:
@@ -98,7 +98,9 @@ def rollout_iter_time(it: dict[str, np.ndarray], png: Path) -> Path:
         ax.legend(fontsize=8, frameon=False, loc="upper left")
     if len(it["batch_size"]) and it["batch_size"].max() >= 8 * max(it["batch_size"].min(), 1):
         ax.set_xscale("log", base=2)
+        plain_log_ticks(ax.xaxis, base=2)
     ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis)
     ax.set_xlabel("batch size (requests)")
     ax.set_ylabel("iteration wall time (ms, log)")
     ax.set_title("Iteration time vs batch size (includes drafting and sampling)", fontsize=11)
@@ -209,23 +211,26 @@ def tune_slices(params: dict[str, np.ndarray], value: np.ndarray, png: Path, *,
     names = list(params)
     ncols = min(4, len(names))
     nrows = -(-len(names) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 if ncols < 3 else 10, 2.4 * nrows + 0.5),
+    # three or more panels: 15 in wide, meant to span the page (see sim_batch); else half width
+    fig, axes = plt.subplots(nrows, ncols, figsize=(15 if ncols >= 3 else 7.5, 3.3 * nrows + 0.6),
                              squeeze=False, sharey=True)
+    n = len(value)
+    order = np.arange(n)  # trial order: later trials darker (the lightest stay visible: vmin < 0)
     for ax, name in zip(axes.ravel(), names):
         col = params[name]
         numeric = col.dtype.kind in "biuf"
         if numeric:
-            ax.scatter(col.astype(float), value, s=12, alpha=0.7, c=np.arange(len(value)), cmap="Blues")
+            ax.scatter(col.astype(float), value, s=14, alpha=0.8, c=order, cmap="Blues", vmin=-0.4 * n)
         else:
             cats = sorted({str(c) for c in col})
             pos = np.array([cats.index(str(c)) for c in col], dtype=float)
-            ax.scatter(pos, value, s=12, alpha=0.7, c=np.arange(len(value)), cmap="Blues")
+            ax.scatter(pos, value, s=14, alpha=0.8, c=order, cmap="Blues", vmin=-0.4 * n)
             ax.set_xticks(range(len(cats)), cats, fontsize=8)
         ax.set_xlabel(name, fontsize=9)
     for ax in axes.ravel()[len(names):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel(label)
-    fig.suptitle("Objective vs each parameter (darker = later trial)", fontsize=10.5)
+    fig.suptitle("Objective vs each parameter (darker = later trial)", fontsize=11)
     fig.tight_layout()
     return save(fig, png)

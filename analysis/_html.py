@@ -30,12 +30,15 @@ section { background: #fff; border: 1px solid #dde1e8; border-radius: 6px; paddi
 table { border-collapse: collapse; margin: 4px 0 10px; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid #e4e7ec; padding: 3px 10px; text-align: right; vertical-align: top; }
 th { background: #f0f2f5; font-weight: 600; }
+td { white-space: nowrap; }
+.tablewrap { overflow-x: auto; }
 th:first-child, td:first-child { text-align: left; }
 td.text, th.text { text-align: left; }
-table.kv th { text-align: left; background: none; font-weight: normal; color: #5b6478; }
-table.kv td { text-align: left; padding-right: 32px; font-weight: 600; }
+table.kv th { text-align: left; background: none; font-weight: normal; color: #5b6478; white-space: nowrap; }
+table.kv td { text-align: left; padding-right: 32px; font-weight: 600; white-space: normal; min-width: 11em; }
 .figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(600px, 1fr)); gap: 12px; }
 figure { margin: 0; }
+.figs figure.wide { grid-column: 1 / -1; }
 figure img { width: 100%; height: auto; border: 1px solid #e4e7ec; border-radius: 4px; background: #fff; }
 figcaption { color: #5b6478; font-size: 12.5px; margin-top: 2px; }
 .note { background: #fff8e1; border-left: 4px solid #f0b429; padding: 6px 10px; margin: 8px 0; }
@@ -89,7 +92,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = F
 
     head = "".join(cell("th", i, esc(h) if raw else h) for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="tablewrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def kv_table(pairs: Iterable[tuple[str, Any]], cols: int = 1) -> str:
@@ -111,11 +114,13 @@ def error(text: str) -> str:
     return f'<p class="error">{esc(text)}</p>'
 
 
-def image(path: Path, caption: str = "") -> str:
-    """The PNG at ``path`` embedded as a data URI (the page needs no other file), captioned."""
+def image(path: Path, caption: str = "", *, wide: bool = False) -> str:
+    """The PNG at ``path`` embedded as a data URI (the page needs no other file), captioned;
+    ``wide`` spans the whole row of the figure grid."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return (f'<figure><img alt="{esc(caption or Path(path).name)}" '
+    cls = ' class="wide"' if wide else ""
+    return (f'<figure{cls}><img alt="{esc(caption or Path(path).name)}" '
             f'src="data:image/png;base64,{data}">{cap}</figure>')
 
 
@@ -125,7 +130,7 @@ def figures(items: Sequence[str]) -> str:
 
 
 def page(title: str, subtitle: str, toc: Sequence[tuple[str, str]], body: str) -> str:
-    links = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in toc)
+    links = "\n".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in toc)  # newlines: the list can wrap
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)}</title>"

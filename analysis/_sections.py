@@ -36,7 +36,8 @@ class Ctx:
 
     def slug(self, run: Run) -> str:
         """A file-name-safe, unique prefix for the run's PNGs."""
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run.name}_{run.kind}").strip("_.") or run.kind
+        name = run.name.removesuffix(".parquet")
+        base = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or run.kind
         s, i = base, 2
         while s in self._slugs:
             s, i = f"{base}_{i}", i + 1
@@ -141,9 +142,9 @@ def simulate_section(run: Run, ctx: Ctx) -> Section:
             rollout_s = {int(st["step"]): float(st["rollout_s"]) for st in (s or {}).get("steps", [])
                          if "step" in st and "rollout_s" in st}
             png = F.sim_batch(eng, t0, rollout_s, ctx.png(prefix, "batch"))
-            figs.append(image(png, "Active batch size per engine over each RL step (symlog y): the "
-                                   "batch drains as short rollouts finish, leaving a long tail of a few "
-                                   "long ones."))
+            figs.insert(0, image(png, "Active batch size per engine over each RL step (symlog y): the "
+                                      "batch drains as short rollouts finish, leaving a long tail of a few "
+                                      "long ones.", wide=True))
     else:
         parts.append(_missing(run, ["engines.parquet"], "batch-size timeline"))
     if req is not None:
@@ -153,6 +154,12 @@ def simulate_section(run: Run, ctx: Ctx) -> Section:
         parts.append(_missing(run, ["requests.parquet"], "response-length distribution"))
     parts.append(figures(figs))
     return Section(run.name, subtitle, "".join(parts), headline)
+
+
+def _bar_label(name: str, policy: str) -> str:
+    """'run: policy', or just one of them when they say the same thing."""
+    text = policy if name in (policy, policy.split(" ")[0]) else f"{name}: {policy}"
+    return text if len(text) <= 48 else text[:47] + "…"
 
 
 def _workload_key(s: dict[str, Any]) -> tuple:
@@ -174,7 +181,7 @@ def compare_simulations(runs: list[Run], ctx: Ctx) -> Section | None:
         b = base.get(_workload_key(s))
         sp = b.summary["makespan_s"] / s["makespan_s"] if b is not None and s["makespan_s"] > 0 else None
         rest = float(s.get("train_s", 0.0) or 0.0) + float(s.get("sync_s", 0.0) or 0.0)
-        labels.append(f"{r.name}: {policy_label(s.get('policy'))}"[:48])
+        labels.append(_bar_label(r.name, policy_label(s.get("policy"))))
         rollout.append(float(s.get("rollout_s", s["makespan_s"])))
         other.append(rest)
         speedup.append(sp)

@@ -14,7 +14,7 @@ from analysis import _figures as F
 from analysis import _figures_real as R
 from analysis._html import esc, figures, fmt, image, kv_table, note, pct, table
 from analysis._kinds import Run
-from analysis._sections import Ctx, Section, _missing, policy_label, read_columns
+from analysis._sections import Ctx, Section, _bar_label, _missing, policy_label, read_columns
 
 BAND = 0.10  # the +-10 % band of the parity plot and of the error colouring
 
@@ -130,7 +130,7 @@ def compare_rollouts(runs: list[Run], ctx: Ctx) -> Section | None:
         b = base.get(_rollout_key(cfg))
         sp = b.summary["total_wall_s"] / s["total_wall_s"] if b is not None else None
         pol = policy_label(cfg.get("policy_spec") or {"policy": cfg.get("policy")})
-        labels.append(f"{r.name}: {pol}"[:48])
+        labels.append(_bar_label(r.name, pol))
         walls.append(float(s["total_wall_s"]))
         speedups.append(sp)
         rows.append([r.name, pol, cfg.get("drafter"), s.get("tokens"), s["total_wall_s"],

@@ -175,7 +175,7 @@ def tune_section(run: Run, ctx: Ctx) -> Section:
             figs.append(image(R.tune_importance(imp, ctx.png(prefix, "importance"), method=method),
                               f"Which parameters matter ({method})."))
             figs.append(image(R.tune_slices(params, value, ctx.png(prefix, "slices"), label="objective (s)"),
-                              "Objective against each searched parameter."))
+                              "Objective against each searched parameter.", wide=len(params) >= 3))
         elif params:
             parts.append(note(f"Only {int(ok.sum())} completed trial(s): too few for parameter importances."))
     else:

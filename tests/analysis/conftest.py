@@ -110,6 +110,7 @@ def write_validate_fixture(folder: Path, *, seed: int = 0) -> dict:
                      "accepted_per_iter_sim": sel[0]["sim_accepted_per_iter"],
                      "mean_iter_s_real": float(np.mean([r["real_mean_iter_s"] for r in sel])),
                      "mean_iter_s_sim": float(np.mean([r["sim_mean_iter_s"] for r in sel])),
+                     "prefill_s_real": 0.4, "prefill_s_sim": 0.38,
                      "error_terms": {"iteration_time": (sim / real - 1) * 0.6,
                                      "iteration_count": (sim / real - 1) * 0.3,
                                      "admission": (sim / real - 1) * 0.1}}
@@ -121,8 +122,11 @@ def write_validate_fixture(folder: Path, *, seed: int = 0) -> dict:
             pred[pol] = pols["ar"]["makespan_sim_s"] / pols[pol]["makespan_sim_s"]
             pols[pol]["speedup_measured"], pols[pol]["speedup_predicted"] = meas[pol], pred[pol]
     err["overall"] = max(err.values(), key=abs)  # as validate: the error of largest magnitude
-    summary = {"kind": "validate", "policies": pols, "makespan_error": err, "speedup_measured": meas,
-               "speedup_predicted": pred}
+    summary = {"kind": "validate", "device": "cpu", "model": "smollm2-135m", "repeats": 3,
+               "profile": {"ref": "cpu:smollm2-135m", "device": "cpu", "heldout_mape": 0.033,
+                           "timed_step": "engine"},
+               "policies": pols, "makespan_error": err, "speedup_measured": meas,
+               "speedup_predicted": pred, "outputs_identical": True}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -64,8 +64,7 @@ def test_simulate_section_shows_the_summary(outputs, tmp_path):
     assert f"{s['makespan_s']:.3f}" in sec and f"{s['steps'][1]['rollout_s']:.3f}" in sec
     assert "fixed k=3" in sec
     names = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
-    assert names == ["sim_fixed_simulate_batch.png", "sim_fixed_simulate_breakdown.png",
-                     "sim_fixed_simulate_lengths.png"]
+    assert names == ["sim_fixed_batch.png", "sim_fixed_breakdown.png", "sim_fixed_lengths.png"]
     assert "Policy comparison" not in html  # one run: nothing to compare
 
 
@@ -81,7 +80,7 @@ def test_validate_section_has_parity_errors_and_speedups(tmp_path):
     summary = write_validate_fixture(tmp_path / "val", seed=4)
     res = build_report(tmp_path / "val", tmp_path / "rep")
     html = res.index.read_text()
-    assert {p.name for p in res.pngs} == {"val_validate_parity.png", "val_validate_speedup.png"}
+    assert {p.name for p in res.pngs} == {"val_parity.png", "val_speedup.png"}
     err = summary["policies"]["das"]["makespan_error"]
     assert f'<span class="bad">{100 * err:+.1f} %</span>' in html  # das is biased by +14 %: outside ±10 %
     ok = summary["policies"]["fixed"]["makespan_error"]
@@ -97,15 +96,14 @@ def test_validate_without_comparison_says_so(tmp_path):
     res = build_report(tmp_path / "val", tmp_path / "rep")
     html = res.index.read_text()
     assert "comparison.parquet missing" in html and "no per-step parity plot" in html
-    assert [p.name for p in res.pngs] == ["val_validate_speedup.png"]
+    assert [p.name for p in res.pngs] == ["val_speedup.png"]
 
 
 def test_tune_section_uses_optuna_importances(outputs, tmp_path):
     res = build_report(outputs / "tune", tmp_path / "rep")
     html = res.index.read_text()
     assert "PED-ANOVA" in html and "fallback: |Spearman" not in html
-    assert {p.name for p in res.pngs} == {"tune_tune_history.png", "tune_tune_importance.png",
-                                          "tune_tune_slices.png"}
+    assert {p.name for p in res.pngs} == {"tune_history.png", "tune_importance.png", "tune_slices.png"}
     best = json.loads((outputs / "tune" / "best_policy.json").read_text())
     assert best["policy"] == "threshold" and "Best policy" in html
 
@@ -134,7 +132,7 @@ def test_rank_importance_orders_parameters_by_association():
 def test_rollout_section_plots_batch_acceptance_lengths(outputs, tmp_path):
     res = build_report(outputs / "rollout", tmp_path / "rep")
     names = {p.name for p in res.pngs}
-    assert names == {f"rollout_rollout_{n}.png" for n in ("batch", "accepted", "iter_time", "lengths_hist",
+    assert names == {f"rollout_{n}.png" for n in ("batch", "accepted", "iter_time", "lengths_hist",
                                                           "lengths_by_step")}
     html = res.index.read_text()
     s = json.loads((outputs / "rollout" / "summary.json").read_text())
@@ -150,7 +148,7 @@ def test_missing_optional_files_are_named_not_fatal(copy_of, tmp_path):
     html = res.index.read_text()
     assert res.failed == []
     assert "engines.parquet missing" in html and "requests.parquet missing" in html
-    assert [p.name for p in res.pngs] == ["sim_fixed_simulate_breakdown.png"]
+    assert [p.name for p in res.pngs] == ["sim_fixed_breakdown.png"]
 
 
 def test_one_broken_run_gets_an_error_box_the_rest_render(outputs, tmp_path):
