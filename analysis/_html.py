@@ -34,6 +34,7 @@ td { white-space: nowrap; }
 .tablewrap { overflow-x: auto; }
 th:first-child, td:first-child { text-align: left; }
 td.text, th.text { text-align: left; }
+td.text { white-space: normal; max-width: 30em; }
 table.kv th { text-align: left; background: none; font-weight: normal; color: #5b6478; white-space: nowrap; }
 table.kv td { text-align: left; padding-right: 32px; font-weight: 600; white-space: normal; min-width: 11em; }
 .figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(600px, 1fr)); gap: 12px; }

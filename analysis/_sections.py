@@ -68,13 +68,15 @@ def read_columns(path: Path, columns: list[str] | None = None, *, required: tupl
     return {n: t.column(n).to_numpy() for n in t.column_names}
 
 
-def policy_label(spec: Any) -> str:
-    """'fixed k=3' from {"policy": "fixed", "params": {"k": 3}}."""
+def policy_label(spec: Any, max_len: int | None = None) -> str:
+    """'fixed k=3' from {"policy": "fixed", "params": {"k": 3}}; past ``max_len`` characters only
+    the family name and '…' (summaries list every parameter, defaults included)."""
     if not isinstance(spec, dict):
         return str(spec) if spec is not None else "?"
     params = spec.get("params") or {}
     text = " ".join(f"{k}={fmt(v, 3) if isinstance(v, float) else v}" for k, v in params.items())
-    return f"{spec.get('policy', '?')} {text}".strip()
+    label = f"{spec.get('policy', '?')} {text}".strip()
+    return label if max_len is None or len(label) <= max_len else f"{spec.get('policy', '?')} …"
 
 
 def _missing(run: Run, files: list[str], what: str) -> str:
@@ -94,7 +96,7 @@ def simulate_section(run: Run, ctx: Ctx) -> Section:
         subtitle = "simulation"
     else:
         steps = s.get("steps") or []
-        headline = f"makespan {fmt(s.get('makespan_s'))} s, {policy_label(s.get('policy'))}"
+        headline = f"makespan {fmt(s.get('makespan_s'))} s, {policy_label(s.get('policy'), 40)}"
         subtitle = (f"{policy_label(s.get('policy'))} · {s.get('model', '?')} on {s.get('profile', '?')} · "
                     f"{s.get('engines', '?')} engines x tp{s.get('tp', 1)}")
         acc = s.get("acceptance") or {}
@@ -156,10 +158,23 @@ def simulate_section(run: Run, ctx: Ctx) -> Section:
     return Section(run.name, subtitle, "".join(parts), headline)
 
 
-def _bar_label(name: str, policy: str) -> str:
-    """'run: policy', or just one of them when they say the same thing."""
-    text = policy if name in (policy, policy.split(" ")[0]) else f"{name}: {policy}"
-    return text if len(text) <= 48 else text[:47] + "…"
+def short_names(names: list[str]) -> list[str]:
+    """Run names without the folder prefix they all share ('sim/das', 'sim/ar' -> 'das', 'ar')."""
+    parts = [n.split("/") for n in names]
+    k = 0
+    while all(len(p) > k + 1 for p in parts) and len({p[k] for p in parts}) == 1:
+        k += 1
+    return ["/".join(p[k:]) for p in parts]
+
+
+def _bar_label(name: str, spec: Any) -> str:
+    """'run: policy' (short), or just the run when its name already says the policy."""
+    policy = policy_label(spec, 28)
+    family = spec.get("policy", "") if isinstance(spec, dict) else ""
+    norm = name.replace("_", "").replace("-", "").replace("=", "")
+    if norm == policy.replace(" ", "").replace("=", "") or name == family:
+        return name
+    return f"{name}: {policy}"
 
 
 def _workload_key(s: dict[str, Any]) -> tuple:
@@ -175,13 +190,14 @@ def compare_simulations(runs: list[Run], ctx: Ctx) -> Section | None:
     for r in runs:
         if (r.summary.get("policy") or {}).get("policy") == "ar":
             base.setdefault(_workload_key(r.summary), r)
+    runs = sorted(runs, key=lambda r: r.summary["makespan_s"])  # fastest first
     rows, labels, rollout, other, speedup = [], [], [], [], []
-    for r in runs:
+    for r, short in zip(runs, short_names([r.name for r in runs])):
         s = r.summary
         b = base.get(_workload_key(s))
         sp = b.summary["makespan_s"] / s["makespan_s"] if b is not None and s["makespan_s"] > 0 else None
         rest = float(s.get("train_s", 0.0) or 0.0) + float(s.get("sync_s", 0.0) or 0.0)
-        labels.append(_bar_label(r.name, policy_label(s.get("policy"))))
+        labels.append(_bar_label(short, s.get("policy")))
         rollout.append(float(s.get("rollout_s", s["makespan_s"])))
         other.append(rest)
         speedup.append(sp)
@@ -199,9 +215,8 @@ def compare_simulations(runs: list[Run], ctx: Ctx) -> Section | None:
                           "`specroll simulate CONFIG --policy ar --out DIR`."))
     parts.append(table(["run", "policy", "makespan (s)", "rollout (s)", "train + sync (s)", "speedup over ar",
                         "accepted / iter", "GPU busy", "tokens"], rows, text_cols=(1,)))
-    baseline = next(iter(base.values())).name if len(base) == 1 else ("ar" if base else None)
     png = F.compare_bars(labels, rollout, other, speedup, ctx.png("compare", "simulations"),
-                         baseline=baseline)
+                         baseline="ar" if base else None)
     parts.append(figures([image(png, "Makespan of each simulated run; the bracket is the speedup over the "
                                      "'ar' run of the same workload.")]))
     return Section("Policy comparison (simulations)", f"{len(runs)} simulated runs", "".join(parts))

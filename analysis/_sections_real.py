@@ -14,7 +14,7 @@ from analysis import _figures as F
 from analysis import _figures_real as R
 from analysis._html import esc, figures, fmt, image, kv_table, note, pct, table
 from analysis._kinds import Run
-from analysis._sections import Ctx, Section, _bar_label, _missing, policy_label, read_columns
+from analysis._sections import Ctx, Section, _bar_label, _missing, policy_label, read_columns, short_names
 
 BAND = 0.10  # the +-10 % band of the parity plot and of the error colouring
 
@@ -51,7 +51,8 @@ def rollout_section(run: Run, ctx: Ctx) -> Section:
                            or {"policy": cfg.get("policy"), "params": cfg.get("params")})
         subtitle = (f"{pol} · drafter {cfg.get('drafter', '?')} · {cfg.get('model', '?')} on "
                     f"{cfg.get('device', '?')} ({cfg.get('dtype', '?')})")
-        headline = (f"{fmt(s.get('total_wall_s'))} s wall, {fmt(s.get('tokens_per_s'), 1)} tokens/s, {pol}")
+        headline = (f"{fmt(s.get('total_wall_s'))} s wall, {fmt(s.get('tokens_per_s'), 1)} tokens/s, "
+                    f"{policy_label(cfg.get('policy_spec'), 40) if cfg.get('policy_spec') else pol}")
         parts.append(kv_table([
             ("total wall time (s)", s.get("total_wall_s")),
             ("tokens", s.get("tokens")),
@@ -124,13 +125,15 @@ def compare_rollouts(runs: list[Run], ctx: Ctx) -> Section | None:
         cfg = r.summary.get("config") or {}
         if (cfg.get("policy_spec") or {}).get("policy", cfg.get("policy")) == "ar":
             base.setdefault(_rollout_key(cfg), r)
+    runs = sorted(runs, key=lambda r: r.summary["total_wall_s"])  # fastest first
     rows, labels, walls, speedups = [], [], [], []
-    for r in runs:
+    for r, short in zip(runs, short_names([r.name for r in runs])):
         s, cfg = r.summary, r.summary.get("config") or {}
         b = base.get(_rollout_key(cfg))
         sp = b.summary["total_wall_s"] / s["total_wall_s"] if b is not None else None
-        pol = policy_label(cfg.get("policy_spec") or {"policy": cfg.get("policy")})
-        labels.append(_bar_label(r.name, pol))
+        spec = cfg.get("policy_spec") or {"policy": cfg.get("policy")}
+        pol = policy_label(spec)
+        labels.append(_bar_label(short, spec))
         walls.append(float(s["total_wall_s"]))
         speedups.append(sp)
         rows.append([r.name, pol, cfg.get("drafter"), s.get("tokens"), s["total_wall_s"],

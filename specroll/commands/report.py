@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import sys
+
     from analysis import build_report
 
     res = build_report(args.dir, args.out)
@@ -34,4 +36,8 @@ def _run(args: argparse.Namespace) -> int:
         status = f"FAILED: {failed[id(r)]}" if id(r) in failed else "ok"
         print(f"  {r.kind:<9} {r.name:<{width}}  {status}")
     print(f"wrote {res.index} ({len(res.pngs)} PNGs beside it)")
-    return 1 if res.failed else 0
+    if res.failed:  # the page is written, but incomplete: say so where errors go, and exit 1
+        print(f"specroll: error: {len(res.failed)} of {len(res.runs)} output(s) could not be rendered: "
+              + "; ".join(f"{r.name}: {msg}" for r, msg in res.failed), file=sys.stderr)
+        return 1
+    return 0

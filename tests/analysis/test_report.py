@@ -200,3 +200,45 @@ def test_cli_prints_a_summary_and_errors_without_traceback(outputs, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("specroll: error:") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_validate_folder_with_its_real_and_sim_runs(outputs, tmp_path):
+    """validate's own layout: real/POLICY/repN rollouts, sim/POLICY simulations, the recorded trace."""
+    v = tmp_path / "val"
+    write_validate_fixture(v)
+    shutil.copy(outputs / "rollout" / "trace.parquet", v / "trace.parquet")
+    for pol in ("ar", "fixed"):
+        shutil.copytree(outputs / "rollout", v / "real" / pol / "rep0")
+        shutil.copytree(outputs / f"sim_{pol}", v / "sim" / pol)
+    runs, _ = discover(v)
+    assert sorted((r.kind, r.name) for r in runs) == [
+        ("rollout", "real/ar/rep0"), ("rollout", "real/fixed/rep0"), ("simulate", "sim/ar"),
+        ("simulate", "sim/fixed"), ("validate", "val")]  # the recorded trace belongs to validate
+    res = build_report(v, tmp_path / "rep")
+    html = res.index.read_text()
+    assert res.failed == []
+    assert "Policy comparison (simulations)" in html and "Policy comparison (real rollouts)" in html
+    assert (tmp_path / "rep" / "val_lengths_hist.png").exists()
+
+
+def test_a_trace_file_alone(outputs, tmp_path):
+    res = build_report(outputs / "traces" / "t.parquet", tmp_path / "rep")
+    assert [r.kind for r in res.runs] == ["trace"]
+    assert {p.name for p in res.pngs} == {"t_lengths_hist.png", "t_lengths_by_step.png"}
+    from traces import read_trace, trace_stats
+    st = trace_stats(read_trace(outputs / "traces" / "t.parquet"))
+    assert f"{st['count']:,} ({st['prompts']:,} prompts x {st['steps']} steps)" in res.index.read_text()
+
+
+def test_same_outputs_give_the_same_page(outputs, tmp_path):
+    a = report(outputs / "sim_fixed", tmp_path / "a").read_bytes()
+    b = report(outputs / "sim_fixed", tmp_path / "b").read_bytes()
+    assert a == b
+
+
+def test_short_names_drop_the_shared_folder():
+    from analysis._sections import short_names
+    assert short_names(["sim/das", "sim/ar"]) == ["das", "ar"]
+    assert short_names(["a/x", "b/x"]) == ["a/x", "b/x"]
+    assert short_names(["sim/ar"]) == ["ar"]
+    assert short_names(["x", "y"]) == ["x", "y"]
