@@ -39,8 +39,14 @@ def test_discover_recognises_every_kind(outputs):
     assert notes == []  # the rollout's trace.parquet belongs to the rollout, not a stand-alone trace
 
 
-def test_report_of_a_folder_of_runs_has_every_section(outputs, tmp_path):
-    res = build_report(outputs, tmp_path / "rep")
+@pytest.fixture(scope="module")
+def full_report(outputs, tmp_path_factory):
+    """The report of the folder holding every kind (rendered once: several tests read it)."""
+    return build_report(outputs, tmp_path_factory.mktemp("full") / "rep")
+
+
+def test_report_of_a_folder_of_runs_has_every_section(full_report):
+    res = full_report
     html = res.index.read_text()
     assert res.failed == [] and 'class="error"' not in html
     for kind in ("simulate", "rollout", "validate", "plan", "tune", "trace", "compare"):
@@ -53,7 +59,7 @@ def test_report_of_a_folder_of_runs_has_every_section(outputs, tmp_path):
     assert len(res.pngs) >= 15 and len(embedded) == len(res.pngs)
     on_disk = {p.read_bytes() for p in res.pngs}
     assert all(p.startswith(PNG_MAGIC) for p in on_disk) and set(embedded) == on_disk
-    assert {p.parent for p in res.pngs} == {tmp_path / "rep"}
+    assert {p.parent for p in res.pngs} == {res.index.parent}
 
 
 def test_simulate_section_shows_the_summary(outputs, tmp_path):
@@ -68,8 +74,8 @@ def test_simulate_section_shows_the_summary(outputs, tmp_path):
     assert "Policy comparison" not in html  # one run: nothing to compare
 
 
-def test_comparison_speedup_is_over_the_ar_run(outputs, tmp_path):
-    html = report(outputs, tmp_path / "rep").read_text()
+def test_comparison_speedup_is_over_the_ar_run(outputs, full_report):
+    html = full_report.index.read_text()
     ar = json.loads((outputs / "sim_ar" / "summary.json").read_text())["makespan_s"]
     k3 = json.loads((outputs / "sim_fixed" / "summary.json").read_text())["makespan_s"]
     sec = _section(html, "Policy comparison (simulations)")
