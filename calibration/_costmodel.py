@@ -81,17 +81,24 @@ def forward_time(coef: dict[str, float], k: Consts, n: np.ndarray, q_sum: np.nda
                  qc_sum: np.ndarray) -> np.ndarray:
     """Seconds of one forward of the target model for each row (no drafter, no idle masking)."""
     a, b = coef["a"], coef["b"]
-    kv_tokens = a * c_sum + (1.0 - a) * n * c_max
-    q_tok = b * q_sum + (1.0 - b) * n * q_max
-    pairs = a * qc_sum + (1.0 - a) * n * q_max * (c_max + 0.5 * (q_max + 1.0))
+    # A fully ragged backend (a or b == 1, e.g. the what-if profiles) has padded terms that are
+    # exactly 0 (0 * finite + x == x), so skipping them gives the same bits with fewer passes: the
+    # simulator prices every (iteration, engine) pair of a step through here.
+    kv_tokens = c_sum if a == 1.0 else a * c_sum + (1.0 - a) * n * c_max
+    q_tok = q_sum if b == 1.0 else b * q_sum + (1.0 - b) * n * q_max
+    pairs = qc_sum if a == 1.0 else a * qc_sum + (1.0 - a) * n * q_max * (c_max + 0.5 * (q_max + 1.0))
     t_bytes = (k.weight_bytes + k.kv_bytes_per_token * kv_tokens) / (k.mem_bw * coef["e_bw"])
     t_flops = (k.linear_flops_per_token * q_tok / coef["e_f"]
                + k.attention_flops_per_pair * pairs / coef["e_attn"]) / k.peak_flops
     p = coef["p"]
     # Scale by the larger term before the power so that p up to 16 never overflows or underflows.
+    # The larger term's ratio is exactly 1 and 1**p == 1, so one power suffices (same bits).
     big = np.maximum(t_bytes, t_flops)
-    roof = big * ((t_bytes / big) ** p + (t_flops / big) ** p) ** (1.0 / p)
-    t = coef["t_fixed"] + coef["t_request"] * n + coef["t_token"] * q_tok + roof
+    roof = big * (1.0 + (np.minimum(t_bytes, t_flops) / big) ** p) ** (1.0 / p)
+    if coef["t_request"] == 0.0 and coef["t_token"] == 0.0:
+        t = coef["t_fixed"] + roof  # the zero terms add exactly 0 (n, q finite)
+    else:
+        t = coef["t_fixed"] + coef["t_request"] * n + coef["t_token"] * q_tok + roof
     if k.tp > 1:
         t = t + allreduce_time(k, q_tok)
     return t

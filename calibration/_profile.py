@@ -76,7 +76,9 @@ class CostProfile:
             self._check_range(batch, n)
         t = forward_time(self.coefficients, self._consts, n, batch.q_sum, batch.q_max, batch.c_sum,
                          batch.c_max, batch.qc_sum)
-        t = t + self._drafter_time(batch, n)
+        d = self._drafter_time(batch, n)
+        if not (isinstance(d, float) and d == 0.0):  # t >= 0, so t + 0.0 would be t: skip the pass
+            t = t + d
         return np.where(n > 0, t, 0.0)
 
     def prefill_time(self, prompt_lens: np.ndarray) -> float:

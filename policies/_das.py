@@ -123,8 +123,7 @@ class DASPolicy(Policy):
         """
         p = self.params
         cls = self._classes(state)
-        h = class_horizon(state.predicted_len, state.generated, state.max_len,
-                          long_frac=p.long_frac, short_frac=p.short_frac)
+        h = class_horizon(cls, state.max_len, long_frac=p.long_frac, short_frac=p.short_frac)
         return self._decide(state, cls), h
 
     def _classes(self, state: PolicyState) -> np.ndarray:

@@ -146,16 +146,15 @@ def length_class(predicted_len: np.ndarray, generated: np.ndarray, max_len: int,
     return np.where(expected >= long_frac * max_len, np.int8(LONG), not_short.view(np.int8))
 
 
-def class_horizon(predicted_len: np.ndarray, generated: np.ndarray, max_len: int, *,
-                  long_frac: float = 0.5, short_frac: float = 0.125) -> np.ndarray:
-    """int64 (n,): the ``generated`` value at which :func:`length_class` of each request may next
-    change (int64 max when it never will). The class is a step function of ``generated`` for a
-    fixed prediction: Short ends at ``short_frac * max_len`` (known predictions below it),
-    Medium ends at ``long_frac * max_len`` (unless the prediction is already Long)."""
-    pred = np.asarray(predicted_len, dtype=np.float64)
-    gen = np.asarray(generated)
-    s = math.ceil(short_frac * max_len)  # the first integer length with length >= threshold
-    lo = math.ceil(long_frac * max_len)
-    never = np.iinfo(np.int64).max
-    h = np.where((gen < lo) & ~(pred >= lo), np.int64(lo), np.int64(never))
-    return np.where((gen < s) & (pred < s), np.int64(s), h)
+def class_horizon(cls: np.ndarray, max_len: int, *, long_frac: float = 0.5, short_frac: float = 0.125
+                  ) -> np.ndarray:
+    """int64 (n,): the ``generated`` value at which a request of length class ``cls`` (from
+    :func:`length_class` with the same fractions) may next change class; int64 max for Long.
+
+    For a fixed prediction the class only grows with ``generated``: a Short request (known
+    prediction and length below ``short_frac * max_len``) stays Short until its length reaches
+    that threshold, a Medium one stays Medium until it reaches ``long_frac * max_len``.
+    """
+    table = np.array([math.ceil(short_frac * max_len), math.ceil(long_frac * max_len),
+                      np.iinfo(np.int64).max], dtype=np.int64)  # first integer length >= threshold
+    return table[cls]

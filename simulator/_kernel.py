@@ -157,13 +157,21 @@ class StepKernel:
         self.clock[engines] += t
         self.prefill_s[engines] += t
 
-    def _admit(self, engines: np.ndarray) -> None:
-        """Fill free slots of ``engines`` from their queues (requeued first), charging prefill."""
+    def _admit(self, engines: np.ndarray, keep: np.ndarray | None = None,
+               kv_now: np.ndarray | None = None) -> None:
+        """Fill free slots of ``engines`` from their queues (requeued first), charging prefill.
+
+        ``keep``: the columns of the request matrix that stay (the caller's finished requests are
+        dropped in the same copy that inserts the admitted ones); ``kv_now``: KV tokens in use per
+        engine over those columns.
+        """
         spec = self.spec
-        kv_now = np.bincount(self.S[ENG], weights=self.S[CTX], minlength=spec.n_engines)
+        if kv_now is None:
+            kv_now = np.bincount(self.S[ENG], weights=self.S[CTX], minlength=spec.n_engines)
         budget = spec.kv_capacity * (1.0 - spec.kv_watermark)
         req_S, req_F, rows_l, eng_l = [], [], [], []
-        for e in engines.tolist():
+        has_requeued = np.array([bool(self.requeued[e]) for e in engines.tolist()], dtype=bool)
+        for e in engines[has_requeued].tolist():
             free = spec.max_batch - int(self.cnt[e])
             kv_left = budget - kv_now[e]
             taken = 0
@@ -190,6 +198,10 @@ class StepKernel:
                     rows_l.append(cand[:take])
                     eng_l.append(np.full(take, e, np.int64))
                     self.qptr[e] += take
+        rows, eng = self._admit_from_queues(engines[~has_requeued], kv_now, budget)
+        if rows.shape[0]:
+            rows_l.append(rows)
+            eng_l.append(eng)
         parts_S, parts_F = list(req_S), list(req_F)
         if rows_l:
             rows, eng = np.concatenate(rows_l), np.concatenate(eng_l)
@@ -204,12 +216,50 @@ class StepKernel:
             order = np.argsort(new_S[ENG], kind="stable")
             new_S, new_F = new_S[:, order], new_F[:, order]
             self._prefill(new_S[ENG], new_S[CTX])
-            # New requests join the end of their engine's segment: one O(n) merge, no re-sort.
-            at = np.cumsum(self.cnt)[new_S[ENG]]
-            self.S = np.insert(self.S, at, new_S, axis=1)
-            self.F = np.insert(self.F, at, new_F, axis=1)
-            self.cnt += np.bincount(new_S[ENG], minlength=spec.n_engines)
+            self._merge(keep, new_S, new_F)
+        elif keep is not None:
+            self.S, self.F = self.S.take(keep, axis=1), self.F.take(keep, axis=1)
         self._segments()
+
+    def _admit_from_queues(self, engines: np.ndarray, kv_now: np.ndarray, budget: float
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, engine) admitted from the static queues of ``engines`` (none has requeued
+        requests): per engine, the longest prefix of its next free-slot candidates whose prompts
+        fit the KV left, at least one on an idle engine. Vectorized over engines."""
+        none = np.empty(0, np.int64)
+        if engines.shape[0] == 0:
+            return none, none
+        L = np.minimum(self.spec.max_batch - self.cnt[engines], self.qend[engines] - self.qptr[engines])
+        engines, L = engines[L > 0], L[L > 0]
+        if engines.shape[0] == 0:
+            return none, none
+        first = np.cumsum(L) - L
+        rank = np.arange(int(L.sum())) - np.repeat(first, L)
+        cand = self.queue[np.repeat(self.qptr[engines], L) + rank]
+        plen = self.ro.prompt_len[cand]
+        need = np.cumsum(plen)
+        need -= np.repeat(need[first] - plen[first], L)  # cumulative prompt tokens within each engine
+        take = np.add.reduceat(need <= np.repeat(budget - kv_now[engines], L), first)
+        take[(take == 0) & (self.cnt[engines] == 0)] = 1  # an idle engine always makes progress
+        self.qptr[engines] += take
+        sel = rank < np.repeat(take, L)
+        return cand[sel], np.repeat(engines, L)[sel]
+
+    def _merge(self, keep: np.ndarray | None, new_S: np.ndarray, new_F: np.ndarray) -> None:
+        """Request matrix = the ``keep`` columns (all if None) with ``new_S`` (sorted by engine)
+        appended to the end of each engine's segment; one gather, no re-sort."""
+        E = self.spec.n_engines
+        n_old = self.S.shape[1]
+        keep = np.arange(n_old) if keep is None else keep
+        add = np.bincount(new_S[ENG], minlength=E)
+        # self.cnt counts the kept columns of each engine (the caller removed the finished ones).
+        n_new = new_S.shape[1]
+        src = np.empty(keep.shape[0] + n_new, np.int64)
+        src[np.arange(keep.shape[0]) + np.repeat(np.cumsum(add) - add, self.cnt)] = keep
+        src[np.repeat(np.cumsum(self.cnt), add) + np.arange(n_new)] = n_old + np.arange(n_new)
+        self.S = np.concatenate([self.S, new_S], axis=1).take(src, axis=1)
+        self.F = np.concatenate([self.F, new_F], axis=1).take(src, axis=1)
+        self.cnt += add
 
     def _finish(self, done: np.ndarray) -> None:
         S = self.S
@@ -217,17 +267,22 @@ class StepKernel:
         loc = S[GID, done] - self.rid_base
         self.out.end_s[loc] = self.clock[eng]
         self.out.iterations[loc] = self.iters[eng] - self.start_iter[loc]
-        # take() along columns is about twice as fast as a boolean mask over this (rows, n) matrix.
         keep = np.flatnonzero(~done)
-        self.S, self.F = S.take(keep, axis=1), self.F.take(keep, axis=1)
-        self.cnt -= np.bincount(eng, minlength=self.spec.n_engines)
+        gone = np.bincount(eng, minlength=self.spec.n_engines)
+        self.cnt -= gone
         if self.pending:
-            waiting = np.unique(eng)
+            waiting = np.flatnonzero(gone)
             has_queue = (self.qptr[waiting] < self.qend[waiting]) | np.array(
                 [bool(self.requeued[e]) for e in waiting.tolist()], dtype=bool)
             if has_queue.any():
-                self._admit(waiting[has_queue])
+                # KV in use after the finish: exact integer sums, whatever the order.
+                kv_now = np.zeros(self.spec.n_engines)
+                kv_now[self.active] = np.add.reduceat(S[CTX], self.seg)
+                kv_now -= np.bincount(eng, weights=S[CTX, done], minlength=self.spec.n_engines)
+                self._admit(waiting[has_queue], keep, kv_now)
                 return
+        # take() along columns is about twice as fast as a boolean mask over this (rows, n) matrix.
+        self.S, self.F = S.take(keep, axis=1), self.F.take(keep, axis=1)
         self._segments()
 
     def _preempt(self, kv: np.ndarray) -> None:

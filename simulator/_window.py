@@ -36,7 +36,7 @@ from policies import PolicyState
 # Window lengths tried, and rough costs (seconds) of a window, of one chased iteration and of one
 # request-iteration on this kind of machine. They only steer the choice of W (speed), never results.
 _W_CHOICES = np.array([1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256])
-_COST_WINDOW, _COST_STEP, _COST_REQ = 250e-6, 3e-6, 6e-9
+_COST_WINDOW, _COST_WINDOW_REQ, _COST_STEP, _COST_REQ = 150e-6, 40e-9, 3e-6, 5e-9
 
 
 def has_fast_path(policy: Any) -> bool:
@@ -67,16 +67,21 @@ class _Grid:
                cnt: np.ndarray, t: np.ndarray) -> None:
         """Engine ``active[a]`` ran iterations g0[a] .. g0[a]+w[a]-1; clock[j, a] is its clock
         before iteration j of the window and t[j, a] that iteration's time."""
-        jj = np.arange(t.shape[0])[:, None]
-        r, c = np.nonzero(((g0 + jj) % self.every == 0) & (jj < w))
-        if r.size == 0:
+        every, A = self.every, w.shape[0]
+        first = (-g0) % every  # window offset of each engine's first sampled iteration
+        count = (w - first + every - 1) // every
+        total = int(count.sum())
+        if total == 0:
             return
-        s = (g0[c] + r) // self.every
-        self._grow(int(s.max()) + 1)
+        c = np.repeat(np.arange(A), count)
+        r = np.repeat(first - every * (np.cumsum(count) - count), count) + every * np.arange(total)
+        s = (g0[c] + r) // every
+        self._grow(int(s[-1]) + 1 if A == 1 else int(s.max()) + 1)
         e = active[c]
-        self.clock[s, e] = clock[r, c]
+        flat = r * A + c
+        self.clock[s, e] = clock.reshape(-1)[flat]
         self.cnt[s, e] = cnt[c]
-        self.t[s, e] = t[r, c]
+        self.t[s, e] = t.reshape(-1)[flat]
 
     def arrays(self, iters: np.ndarray, clock: np.ndarray) -> dict[str, np.ndarray]:
         """The lockstep kernel's timeline: rows at kernel iterations 0, every, ... < K and K."""
@@ -110,8 +115,24 @@ def _choose_window(lead: np.ndarray, adv: np.ndarray, seg: np.ndarray, kv_room: 
     np.minimum(est, kv_room / np.add.reduceat(adv, seg), out=est)
     np.maximum(est, 0.0, out=est)
     useful = np.minimum(_W_CHOICES[:, None], est[None, :] + 1.0).sum(axis=1)
-    cost = _COST_WINDOW + _W_CHOICES * (_COST_STEP + _COST_REQ * lead.shape[0])
+    n = lead.shape[0]
+    cost = _COST_WINDOW + _COST_WINDOW_REQ * n + _W_CHOICES * (_COST_STEP + _COST_REQ * n)
     return int(_W_CHOICES[np.argmax(useful / cost)])
+
+
+class _Buffers:
+    """Reused scratch memory: fresh multi-MB temporaries each window cost page faults."""
+
+    def __init__(self) -> None:
+        self.P = np.empty(0, np.int64)
+        self.X = np.empty(0, np.int64)
+
+    def get(self, name: str, rows: int, cols: int) -> np.ndarray:
+        buf = getattr(self, name)
+        if buf.shape[0] < rows * cols:
+            buf = np.empty(max(rows * cols, 2 * buf.shape[0]), np.int64)
+            setattr(self, name, buf)
+        return buf[:rows * cols].reshape(rows, cols)
 
 
 def run_windowed(kern: Any) -> Any:
@@ -121,10 +142,11 @@ def run_windowed(kern: Any) -> Any:
     spec, acc, policy, cost, out = kern.spec, kern.acc, kern.policy, kern.cost, kern.out
     E = spec.n_engines
     kmax = acc.kmax
-    m1, plen_at = acc.match1, acc.proposal_len
+    match, plen_at = acc.match, acc.proposal_len
     cap = int(spec.kv_capacity)
     tri = (np.arange(kmax + 1) + 1) * (np.arange(kmax + 1) + 2) // 2  # causal pairs of a k+1 verify
     grid = _Grid(E, kern.timeline.every)
+    buf = _Buffers()
     last_t = np.zeros(E)
     drafted = req_iters = 0
     gain = 0.5  # accepted per drafted token, measured on the previous window (steers W only)
@@ -144,31 +166,34 @@ def run_windowed(kern: Any) -> Any:
             batch_size=kern.cnt, kv_used=kv_used, iteration=kern.iters, last_iter_time=last_t,
             kmax=kmax, max_len=kern.max_len, step=kern.step)
         k, horizon = policy.decide_with_horizon(state)
-        k = np.minimum(k, kmax)
-        np.maximum(k, 0, out=k)
+        k = np.clip(k, 0, kmax)
         until = S[LEN] if horizon is None else np.minimum(S[LEN], horizon)
         lead = until - gen  # tokens to the request's next event (finish or horizon), >= 1
-        stop = pos + lead   # ... as a flat position
         W = _choose_window(lead, 1.0 + gain * k, seg, (cap - c_sum0).astype(np.float64))
+        stop = lead
+        stop += pos  # ... as a flat position
 
-        # Chase W iterations of every request (positions past an event are discarded below;
-        # mode="clip" keeps a chase past the last rollout inside the array).
-        k1 = (k + 1).astype(np.int8)
-        P = np.empty((W + 1, n), np.int64)
+        # Chase W iterations of every request: P[j] is the position before iteration j. Rows hold
+        # P[j] - j while chasing (then the gather reads match[j:] and the +1 of the target's token
+        # needs no call); positions past an event are discarded below, and mode="clip" keeps a
+        # chase past the last rollout inside the array.
+        k8 = k.astype(np.int8)
+        P = buf.get("P", W + 1, n)
         P[0] = pos
         m = np.empty(n, np.int8)
         for j in range(W):
-            np.take(m1, P[j], out=m, mode="clip")
-            np.minimum(m, k1, out=m)
+            np.take(match[j:], P[j], out=m, mode="clip")
+            np.minimum(m, k8, out=m)
             np.add(P[j], m, out=P[j + 1])
+        P += np.arange(W + 1)[:, None]
 
         # Each engine's first event: the first iteration after which a request reached its stop,
         # or after which its KV use (sum of contexts) passed capacity.
-        first = np.full(n, W, np.int64)
+        ev = np.full(A, W, np.int64)
         hit = np.flatnonzero(P[W] >= stop)
+        eng_of = np.repeat(np.arange(A), cnt_a)  # active-engine index of each column
         if hit.size:
-            first[hit] = (P[1:, hit] < stop[hit]).sum(axis=0)
-        ev = np.minimum.reduceat(first, seg)
+            np.minimum.at(ev, eng_of[hit], (P[1:, hit] < stop[hit]).sum(axis=0))
         csum = np.add.reduceat(P, seg, axis=1)  # (W+1, A): row j = contexts before iteration j
         csum += c_sum0 - csum[0]
         if (csum[W] > cap).any():
@@ -182,14 +207,22 @@ def run_windowed(kern: Any) -> Any:
         # builds them one iteration at a time (integer sums, converted once).
         off = ctx - pos  # context = position + off, fixed per request
         Pw = P[:W]
-        c_max = np.maximum.reduceat(Pw + off, seg, axis=1).astype(np.float64)
+        X = buf.get("X", W, n)
+        k_hi = np.maximum.reduceat(k, seg)
+        c_max = _context_max(Pw, off, ctx, seg, eng_of, k_hi * W, X)
         if plen_at is None:
             draft_i = np.add.reduceat(k, seg)
-            q_max = np.broadcast_to(np.maximum.reduceat(k, seg) + 1.0, (W, A))
-            qc = np.add.reduceat(Pw * (k + 1), seg, axis=1)
-            qc += np.add.reduceat(off * (k + 1) + tri[k], seg)
+            q_max = k_hi + 1.0
+            if (np.minimum.reduceat(k, seg) == k_hi).all():
+                # One draft length per engine (fixed, ar, das before history): the pairs are
+                # (k+1) * contexts + n * tri[k], no pass over the window.
+                qc = csum[:W] * (k_hi + 1) + cnt_a * tri[k_hi]
+            else:
+                np.multiply(Pw, k + 1, out=X)
+                qc = np.add.reduceat(X, seg, axis=1)
+                qc += np.add.reduceat(off * (k + 1) + tri[k], seg)
             drafted += int((draft_i * w).sum())
-            draft = np.broadcast_to(draft_i.astype(np.float64), (W, A))
+            draft = draft_i.astype(np.float64)
         else:
             # The drafter's proposal length clips k per position (it never changes acceptance:
             # match <= proposal_len), so q, drafts and pairs vary per iteration.
@@ -200,10 +233,7 @@ def run_windowed(kern: Any) -> Any:
             drafted += int(draft_i[valid].sum())
             draft = draft_i.astype(np.float64)
         n_f = cnt_a.astype(np.float64)
-        batch = IterationBatch(
-            n=np.where(valid, n_f, 0.0), q_sum=n_f + draft, q_max=q_max, c_sum=csum[:W].astype(np.float64),
-            c_max=c_max, qc_sum=qc.astype(np.float64), draft_tokens=draft)
-        t = np.where(valid, cost.iteration_time(batch), 0.0)
+        t = _price(cost, valid, n_f, draft, q_max, csum[:W], c_max, qc)
 
         # Clocks: row j = clock before iteration j; zeros past an engine's event add nothing.
         clock = np.empty((W + 1, A))
@@ -214,13 +244,14 @@ def run_windowed(kern: Any) -> Any:
         kern.clock[active] = clock[W]
         kern.iters[active] += w
         last_t[active] = t[w - 1, ar]
-        req_iters += int((cnt_a * w).sum())
+        steps = int((cnt_a * w).sum())
+        req_iters += steps
 
-        moved = P[np.repeat(w, cnt_a), np.arange(n)] - pos
-        emitted = int(moved.sum())
+        moved = P.ravel().take(np.repeat(w * n, cnt_a) + np.arange(n))
+        moved -= pos
         window_drafted = int((np.add.reduceat(k, seg) * w).sum())
         if window_drafted:
-            gain = min(1.0, max(0.05, (emitted - int((cnt_a * w).sum())) / window_drafted))
+            gain = min(1.0, max(0.05, (int(moved.sum()) - steps) / window_drafted))
         S[GEN:CTX + 1] += moved
         done = S[GEN] >= S[LEN]
         if done.any():
@@ -235,3 +266,42 @@ def run_windowed(kern: Any) -> Any:
     out.kernel_iterations = int(kern.iters.max()) if E else 0
     out.timeline = grid.arrays(kern.iters, kern.clock)
     return out
+
+
+def _context_max(Pw: np.ndarray, off: np.ndarray, ctx: np.ndarray, seg: np.ndarray, eng_of: np.ndarray,
+                 reach: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """float (W, A): longest context of each engine before each iteration of the window.
+
+    Only requests within ``reach`` (W x the engine's largest k) tokens of the engine's longest
+    context can overtake it in W iterations (each iteration adds at most k+1 tokens to one and at
+    least 1 to the leader), so the max runs over those few columns, not the whole window.
+    """
+    lead = np.maximum.reduceat(ctx, seg)
+    cand = np.flatnonzero(ctx >= (lead - reach)[eng_of])
+    if cand.shape[0] * 2 > ctx.shape[0]:
+        np.add(Pw, off, out=X)
+        return np.maximum.reduceat(X, seg, axis=1).astype(np.float64)
+    # Every engine keeps its own leader, so each segment start has a candidate.
+    starts = np.searchsorted(cand, seg)
+    return np.maximum.reduceat(Pw[:, cand] + off[cand], starts, axis=1).astype(np.float64)
+
+
+def _price(cost: Any, valid: np.ndarray, n: np.ndarray, draft: np.ndarray, q_max: np.ndarray,
+           c_sum: np.ndarray, c_max: np.ndarray, qc: np.ndarray) -> np.ndarray:
+    """(W, A) seconds of the kept (iteration, engine) pairs, 0 elsewhere: one cost-model call over
+    just the kept pairs (the model is elementwise, so each value is what a one-iteration call gives).
+    ``n`` is per engine (A,); ``draft`` and ``q_max`` per engine or per pair; the rest per pair."""
+    W, A = valid.shape
+    vi = np.flatnonzero(valid)
+    cols = vi % A
+
+    def pick(x: np.ndarray) -> np.ndarray:
+        return x[cols] if x.ndim == 1 else x.reshape(W * A).take(vi)
+
+    nv = n[cols]
+    dv = pick(draft)
+    batch = IterationBatch(n=nv, q_sum=nv + dv, q_max=pick(q_max), c_sum=pick(c_sum).astype(np.float64),
+                           c_max=pick(c_max), qc_sum=pick(qc).astype(np.float64), draft_tokens=dv)
+    t = np.zeros(W * A)
+    t[vi] = cost.iteration_time(batch)
+    return t.reshape(W, A)
