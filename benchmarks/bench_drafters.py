@@ -101,7 +101,7 @@ def run_ours(prompt: np.ndarray, history: list[np.ndarray], requests: list[np.nd
         d.add_rollout(0, 0, prompt, resp)
     d.start_step(1)
     d.history_index(0)  # built here so the insert time includes it (begin would build it)
-    insert = (time.perf_counter() - t0) / sum(len(r) for r in history)
+    insert = (time.perf_counter() - t0) / max(1, sum(len(r) for r in history))
     ext, spec, plen, mlen = [], [], [], []
     for i, y in enumerate(requests):
         d.begin(100 + i, 0, prompt)
@@ -130,7 +130,7 @@ def run_arctic(prompt: np.ndarray, history: list[np.ndarray], requests: list[np.
         c.start_request(i, p32)
         c.add_active_response(i, np.ascontiguousarray(resp, dtype=np.int32))
         c.stop_request(i)
-    insert = (time.perf_counter() - t0) / sum(len(r) for r in history)
+    insert = (time.perf_counter() - t0) / max(1, sum(len(r) for r in history))
     ext, spec, plen, mlen = [], [], [], []
     for i, y in enumerate(requests):
         rid = 100 + i
@@ -149,6 +149,8 @@ def run_arctic(prompt: np.ndarray, history: list[np.ndarray], requests: list[np.
             c.add_active_response(rid, tok)
             ext.append(time.perf_counter() - t0)
         c.stop_request(rid)
+        # Like ours, a request must not see the benchmark's earlier requests: history only.
+        c.evict_cached_response(rid)
     return {"insert_us": insert * 1e6, "extend_us": _stats(ext), "speculate_us": _stats(spec),
             "proposal": float(np.mean(plen)), "match": float(np.mean(mlen))}
 
@@ -158,6 +160,27 @@ def _load(path: str) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     hist = [z[k] for k in sorted((k for k in z.files if k.startswith("h")), key=lambda k: int(k[1:]))]
     reqs = [z[k] for k in sorted((k for k in z.files if k.startswith("r")), key=lambda k: int(k[1:]))]
     return z["prompt"], hist, reqs
+
+
+def looping(rng: np.random.Generator, y: np.ndarray) -> np.ndarray:
+    """The first half of ``y``, then one of its phrases repeated to the same length: the
+    degenerate loops small models fall into before the length cap (long suffix-link chains)."""
+    half = len(y) // 2
+    start = int(rng.integers(0, half - 17))
+    loop = np.tile(y[start:start + 17], len(y) // 17 + 1)
+    return np.concatenate([y[:half], loop[:len(y) - half]])
+
+
+def _arctic(python: str, prompt: np.ndarray, history: list[np.ndarray], requests: list[np.ndarray]
+            ) -> tuple[dict | None, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "work.npz")
+        np.savez(path, prompt=prompt, **{f"h{i}": h for i, h in enumerate(history)},
+                 **{f"r{i}": r for i, r in enumerate(requests)})
+        proc = subprocess.run([python, __file__, "--arctic-worker", path], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None, f"arctic-inference did not run ({proc.stderr.strip().splitlines()[-1:]}): ours only"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), ""
 
 
 def main() -> None:
@@ -176,42 +199,41 @@ def main() -> None:
         print(json.dumps(run_arctic(*_load(args.arctic_worker))))
         return
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    rng = np.random.default_rng(args.seed)
     if args.trace:
         prompt, resps = from_trace(args.trace, args.rollouts + args.requests)
         history, requests = resps[:-args.requests], resps[-args.requests:]
     else:
-        rng = np.random.default_rng(args.seed)
         prompt, resps = synthetic(rng, args.rollouts + args.requests, args.min_len, args.max_len)
         history, requests = resps[:args.rollouts], resps[args.rollouts:]
-    results = {"ours (python)": run_ours(prompt, history, requests)}
-    note = ""
-    if Path(args.arctic_python).exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "work.npz")
-            np.savez(path, prompt=prompt, **{f"h{i}": h for i, h in enumerate(history)},
-                     **{f"r{i}": r for i, r in enumerate(requests)})
-            proc = subprocess.run([args.arctic_python, __file__, "--arctic-worker", path],
-                                  capture_output=True, text=True)
-        if proc.returncode == 0:
-            results["arctic 0.3.0 (C++)"] = json.loads(proc.stdout.strip().splitlines()[-1])
-        else:
-            note = f"arctic-inference did not run ({proc.stderr.strip().splitlines()[-1:]}): ours only"
-    else:
-        note = f"no arctic-inference interpreter at {args.arctic_python}: ours only"
+    scenarios = [("history", history, requests), ("own text only", [], requests),
+                 ("history, looping", history, [looping(rng, y) for y in requests])]
+    arctic = Path(args.arctic_python).exists()
+    note = "" if arctic else f"no arctic-inference interpreter at {args.arctic_python}: ours only"
     n_hist, n_req = sum(map(len, history)), sum(map(len, requests))
     print(f"history: {len(history)} rollouts, {n_hist:,} tokens; requests: {len(requests)}, {n_req:,} "
-          f"positions; depth {DEPTH}, kmax {KMAX}, min_prob {MIN_PROB}, spec_factor {FACTOR}")
-    head = (f"{'drafter':<20} {'insert us/tok':>13} {'extend us/tok':>13} {'speculate us/call':>18} "
-            f"{'(median)':>9} {'proposal':>9} {'match':>7}")
+          f"positions ({'trace ' + args.trace if args.trace else f'synthetic, seed {args.seed}'}); "
+          f"depth {DEPTH}, kmax {KMAX}, min_prob {MIN_PROB}, spec_factor {FACTOR}")
+    head = (f"{'scenario':<17} {'drafter':<11} {'insert us/tok':>13} {'extend us/tok':>13} "
+            f"{'speculate us/call':>17} {'(median)':>8} {'proposal':>8} {'match':>6}")
     print(head)
     print("-" * len(head))
-    for name, r in results.items():
-        print(f"{name:<20} {r['insert_us']:>13.2f} {r['extend_us'][0]:>13.2f} {r['speculate_us'][0]:>18.2f} "
-              f"{r['speculate_us'][1]:>9.2f} {r['proposal']:>9.2f} {r['match']:>7.2f}")
-    if len(results) == 2:
-        ours, arc = results.values()
-        print(f"speculate ratio ours/arctic: {ours['speculate_us'][0] / arc['speculate_us'][0]:.2f}x (mean), "
-              f"{ours['speculate_us'][1] / arc['speculate_us'][1]:.2f}x (median)")
+    for name, hist, reqs in scenarios:
+        rows = {"ours": run_ours(prompt, hist, reqs)}
+        if arctic:
+            got, note = _arctic(args.arctic_python, prompt, hist, reqs)
+            if got is not None:
+                rows["arctic"] = got
+            else:
+                arctic = False
+        for who, r in rows.items():
+            ins = f"{r['insert_us']:.2f}" if hist else "-"
+            print(f"{name:<17} {who:<11} {ins:>13} {r['extend_us'][0]:>13.2f} {r['speculate_us'][0]:>17.2f} "
+                  f"{r['speculate_us'][1]:>8.2f} {r['proposal']:>8.2f} {r['match']:>6.2f}")
+        if len(rows) == 2:
+            o, a = rows["ours"]["speculate_us"], rows["arctic"]["speculate_us"]
+            print(f"{'':<17} {'ours/arctic':<11} {'':>13} {'':>13} {o[0] / a[0]:>16.2f}x "
+                  f"{o[1] / a[1]:>7.2f}x")
     if note:
         print(note)
 

@@ -121,6 +121,12 @@ class SuffixDrafter(Drafter):
             else:
                 del self._hist[pid]
         self._cache.clear()
+        # Build the prompts' indexes now, between steps (where DAS updates its tree), rather than
+        # inside the first prefill of each prompt; only when they all fit in the cache. Either way
+        # the proposals are the same: this moves cost, not results.
+        if len(self._hist) <= _CACHED_PROMPTS:
+            for pid in sorted(self._hist):
+                self.history_index(pid)
 
     def add_rollout(self, step: int, prompt_id: int, prompt_tokens: Any, response_tokens: Any) -> None:
         pid, step = int(prompt_id), int(step)
