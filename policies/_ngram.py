@@ -54,6 +54,10 @@ class NgramDrafter(Drafter):
         if p.min_ngram > p.max_ngram:
             raise SpecrollError(f"min_ngram {p.min_ngram} > max_ngram {p.max_ngram}", field="min_ngram",
                                 fix="use 1 <= min_ngram <= max_ngram")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p = self.params
         self._sizes = range(int(p.min_ngram), int(p.max_ngram) + 1)
         self._req: dict[int, _Text] = {}
 

@@ -88,12 +88,20 @@ class SuffixDrafter(Drafter):
             v = getattr(p, name)
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
                 raise SpecrollError(f"{name} must be an integer >= {lo}, got {v!r}", field=name)
+        for name in ("min_prob", "spec_factor", "spec_offset"):
+            v = getattr(p, name)
+            if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+                raise SpecrollError(f"{name} must be a number, got {v!r}", field=name)
         if not 0.0 <= float(p.min_prob) <= 1.0:
             raise SpecrollError(f"min_prob must be in [0, 1], got {p.min_prob}", field="min_prob")
         if float(p.spec_factor) < 0:
             raise SpecrollError(f"spec_factor must be >= 0, got {p.spec_factor}", field="spec_factor")
         if not isinstance(p.siblings, bool):
             raise SpecrollError(f"siblings must be true or false, got {p.siblings!r}", field="siblings")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p = self.params
         self.depth = int(p.depth)
         self.window = int(p.window)
         self.min_prob = float(p.min_prob)
