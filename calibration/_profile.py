@@ -81,6 +81,12 @@ class CostProfile:
             t = t + d
         return np.where(n > 0, t, 0.0)
 
+    def reads_context_max(self) -> bool:
+        """Whether iteration_time still reads ``IterationBatch.c_max``: only a padded backend
+        (a < 1) prices it, and the range check reads it until it has warned once. Lets the
+        simulator skip computing it."""
+        return self.coefficients["a"] != 1.0 or (self.ranges is not None and not self._warned)
+
     def prefill_time(self, prompt_lens: np.ndarray) -> float:
         """Seconds to prefill these prompts together in one forward (no cached context)."""
         q = np.asarray(prompt_lens, dtype=np.float64).reshape(-1)
@@ -90,6 +96,14 @@ class CostProfile:
         t = forward_time(self.coefficients, self._consts, batch.n, batch.q_sum, batch.q_max,
                          batch.c_sum, batch.c_max, batch.qc_sum)
         return float(t[0])
+
+    def prefill_times(self, prompt_lens: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+        """(n_groups,) seconds: :meth:`prefill_time` of each group's prompts (``group`` in
+        [0, n_groups)), in one vectorized call; the same numbers as one call per group."""
+        q = np.asarray(prompt_lens, dtype=np.float64).reshape(-1)
+        batch = IterationBatch.from_requests(q, np.zeros_like(q), group, n_groups)
+        return forward_time(self.coefficients, self._consts, batch.n, batch.q_sum, batch.q_max,
+                            batch.c_sum, batch.c_max, batch.qc_sum)
 
     def _drafter_time(self, batch: IterationBatch, n: np.ndarray) -> np.ndarray | float:
         d = self.drafter

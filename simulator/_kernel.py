@@ -145,15 +145,19 @@ class StepKernel:
         return S, F
 
     def _prefill(self, eng: np.ndarray, ctx: np.ndarray) -> None:
-        """Charge each admitting engine the prefill of its admitted requests' contexts."""
+        """Charge each admitting engine ``cost.prefill_time`` of its admitted requests' contexts.
+
+        Many engines at once go through the cost model's vectorized ``prefill_times`` when it has
+        one (CostProfile: the same numbers). Pricing them with ``iteration_time`` instead, as this
+        once did, gave a cost model whose prefill differs from a q = context iteration results
+        that depended on how many engines happened to admit in the same iteration.
+        """
         engines, idx = np.unique(eng, return_inverse=True)
-        if engines.shape[0] == 1:
-            t = np.array([float(self.cost.prefill_time(ctx))])
+        vectorized = getattr(self.cost, "prefill_times", None)
+        if vectorized is not None:
+            t = np.asarray(vectorized(ctx, idx, engines.shape[0]), dtype=np.float64)
         else:
-            # Many engines at once: the same forward (q = context, nothing cached, no drafting)
-            # priced for all of them in one vectorized call instead of one call per engine.
-            batch = IterationBatch.from_requests(ctx, np.zeros(ctx.shape[0]), idx, engines.shape[0])
-            t = np.asarray(self.cost.iteration_time(batch), dtype=np.float64)
+            t = np.array([float(self.cost.prefill_time(ctx[idx == i])) for i in range(engines.shape[0])])
         self.clock[engines] += t
         self.prefill_s[engines] += t
 

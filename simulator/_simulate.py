@@ -35,8 +35,12 @@ def _length_history(window: int):
 class Simulator:
     """A config loaded once (trace, profile, acceptance draws): run it under many policies."""
 
-    def __init__(self, config: SimConfig, *, profile: Any = None, trace: Any = None) -> None:
+    def __init__(self, config: SimConfig, *, profile: Any = None, trace: Any = None,
+                 fast: bool = True) -> None:
         self.config = config
+        # False: every step runs the iteration-by-iteration kernel (the reference the windowed
+        # fast path is tested against); results are the same bit for bit either way.
+        self.fast = fast
         if profile is None:
             from calibration import load_profile
 
@@ -118,7 +122,8 @@ class Simulator:
                 policy.reset(E)
                 k0 = time.perf_counter()
                 out = StepKernel(ro, acc, engine_of, queue, pred, self.spec, self.profile, policy,
-                                 step=ro.step, rid_base=rid_base[0], max_len=self.max_len).run()
+                                 step=ro.step, rid_base=rid_base[0], max_len=self.max_len,
+                                 fast=self.fast).run()
                 kernel_wall[0] += time.perf_counter() - k0
                 rid_base[0] += ro.n
                 # The barrier: the step's training starts when its last engine is done.

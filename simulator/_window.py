@@ -44,24 +44,12 @@ def has_fast_path(policy: Any) -> bool:
 
 
 class _Grid:
-    """Timeline samples (every ``every``-th iteration of every engine) filled as engines pass them."""
+    """Timeline samples (every ``every``-th iteration of every engine), collected as engines pass
+    them and laid out at the end like the lockstep kernel's rows."""
 
     def __init__(self, n_engines: int, every: int) -> None:
         self.E, self.every = n_engines, every
-        self.clock = np.zeros((0, n_engines))
-        self.cnt = np.zeros((0, n_engines), np.int64)
-        self.t = np.zeros((0, n_engines))
-
-    def _grow(self, rows: int) -> None:
-        have = self.clock.shape[0]
-        if rows <= have:
-            return
-        new = max(rows, 2 * have, 64)
-        for name in ("clock", "cnt", "t"):
-            old = getattr(self, name)
-            arr = np.zeros((new, self.E), old.dtype)
-            arr[:have] = old
-            setattr(self, name, arr)
+        self.parts: list[tuple[np.ndarray, ...]] = []
 
     def record(self, g0: np.ndarray, w: np.ndarray, active: np.ndarray, clock: np.ndarray,
                cnt: np.ndarray, t: np.ndarray) -> None:
@@ -75,26 +63,22 @@ class _Grid:
             return
         c = np.repeat(np.arange(A), count)
         r = np.repeat(first - every * (np.cumsum(count) - count), count) + every * np.arange(total)
-        s = (g0[c] + r) // every
-        self._grow(int(s[-1]) + 1 if A == 1 else int(s.max()) + 1)
-        e = active[c]
         flat = r * A + c
-        self.clock[s, e] = clock.reshape(-1)[flat]
-        self.cnt[s, e] = cnt[c]
-        self.t[s, e] = t.reshape(-1)[flat]
+        self.parts.append(((g0[c] + r) // every, active[c], clock.reshape(-1)[flat], cnt[c],
+                           t.reshape(-1)[flat]))
 
     def arrays(self, iters: np.ndarray, clock: np.ndarray) -> dict[str, np.ndarray]:
         """The lockstep kernel's timeline: rows at kernel iterations 0, every, ... < K and K."""
         E, every = self.E, self.every
         K = int(iters.max()) if iters.size else 0
         rows = -(-K // every)
-        self._grow(rows)
-        cl, cn, t = self.clock[:rows].copy(), self.cnt[:rows].copy(), self.t[:rows].copy()
         # An engine that has finished reads as idle at its final clock.
-        idle = (np.arange(rows)[:, None] * every) >= iters[None, :]
-        cl = np.where(idle, clock[None, :], cl)
-        cn[idle] = 0
-        t[idle] = 0.0
+        cl = np.repeat(clock[None, :], rows, axis=0)
+        cn = np.zeros((rows, E), np.int64)
+        t = np.zeros((rows, E))
+        if self.parts:
+            s, e, c, n, tt = (np.concatenate(x) for x in zip(*self.parts))
+            cl[s, e], cn[s, e], t[s, e] = c, n, tt
         its = np.append(np.arange(rows, dtype=np.int64) * every, K)
         return {
             "kernel_iteration": np.repeat(its, E),
@@ -146,6 +130,7 @@ def run_windowed(kern: Any) -> Any:
     cap = int(spec.kv_capacity)
     tri = (np.arange(kmax + 1) + 1) * (np.arange(kmax + 1) + 2) // 2  # causal pairs of a k+1 verify
     grid = _Grid(E, kern.timeline.every)
+    needs_cmax = getattr(cost, "reads_context_max", lambda: True)
     buf = _Buffers()
     last_t = np.zeros(E)
     drafted = req_iters = 0
@@ -166,7 +151,8 @@ def run_windowed(kern: Any) -> Any:
             batch_size=kern.cnt, kv_used=kv_used, iteration=kern.iters, last_iter_time=last_t,
             kmax=kmax, max_len=kern.max_len, step=kern.step)
         k, horizon = policy.decide_with_horizon(state)
-        k = np.clip(k, 0, kmax)
+        k = np.minimum(k, kmax)
+        np.maximum(k, 0, out=k)
         until = S[LEN] if horizon is None else np.minimum(S[LEN], horizon)
         lead = until - gen  # tokens to the request's next event (finish or horizon), >= 1
         W = _choose_window(lead, 1.0 + gain * k, seg, (cap - c_sum0).astype(np.float64))
@@ -209,7 +195,8 @@ def run_windowed(kern: Any) -> Any:
         Pw = P[:W]
         X = buf.get("X", W, n)
         k_hi = np.maximum.reduceat(k, seg)
-        c_max = _context_max(Pw, off, ctx, seg, eng_of, k_hi * W, X)
+        c_max = (_context_max(Pw, off, ctx, seg, eng_of, k_hi * W, X) if needs_cmax()
+                 else np.zeros(A))  # the cost model would multiply it by 0 (or never read it)
         if plen_at is None:
             draft_i = np.add.reduceat(k, seg)
             q_max = k_hi + 1.0

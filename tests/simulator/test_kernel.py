@@ -107,3 +107,19 @@ def test_prefill_is_charged_per_engine_as_the_profile_prices_it():
     for e in range(3):
         assert out.engine_prefill_s[e] == pytest.approx(profile.prefill_time(ro.prompt_len[out.engine == e]),
                                                         rel=1e-12)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_prefill_is_the_cost_models_prefill_time_however_many_engines_admit_together(fast):
+    # ToyCost prices a prefill (1e-5 s per prompt token) unlike an iteration with q = context (10 ms +
+    # 0.1 ms per token). Admissions of several engines in one iteration were once priced as such an
+    # iteration, so a run's times depended on how admissions happened to coincide.
+    ro = _rollouts([50, 60, 70, 80, 90, 100], prompt=300)
+    acc = ParametricAcceptance(alpha=0.5, kmax=4).prepare(ro, seed=0)
+    for engines in (1, 3):
+        eng = np.arange(ro.n) % engines
+        out = StepKernel(ro, acc, eng, np.argsort(eng, kind="stable"), np.full(ro.n, np.nan),
+                         EngineSpec(engines, 256, 10**9), ToyCost(), make_policy("ar"), step=0, rid_base=0,
+                         max_len=100, fast=fast).run()
+        for e in range(engines):
+            assert out.engine_prefill_s[e] == ToyCost().prefill_time(ro.prompt_len[eng == e])
