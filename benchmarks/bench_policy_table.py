@@ -38,8 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FAMILIES = ("threshold", "das", "tlt", "seer", "adaptive", "mdp")
 
 
-def scenario(path: Path, scale: float, seed: int, workload_seed: int | None = None) -> dict:
-    """The reference config as a dict, scaled, with confidence on and the given seeds."""
+def scenario(path: Path, scale: float, seed: int, workload_seed: int | None = None,
+             acceptance: dict | None = None) -> dict:
+    """The reference config as a dict, scaled, with confidence on, the given seeds and any
+    acceptance overrides."""
     from specroll.fileio import read_toml
 
     raw = read_toml(path)
@@ -48,6 +50,7 @@ def scenario(path: Path, scale: float, seed: int, workload_seed: int | None = No
     raw["cluster"]["engines"] = max(1, round(raw["cluster"]["engines"] * scale))
     w["prompts"] = max(1, round(w["prompts"] * scale))
     raw["acceptance"]["confidence"] = True
+    raw["acceptance"].update(acceptance or {})
     raw["seed"] = seed
     w["seed"] = seed if workload_seed is None else workload_seed
     return raw
@@ -55,13 +58,34 @@ def scenario(path: Path, scale: float, seed: int, workload_seed: int | None = No
 
 def run_row(sim, label: str, policy, rows: list[dict]) -> dict:
     s = sim.run(policy, show_progress=False).summary
-    row = {"label": label, "policy": policy.to_dict(), "total_s": s["makespan_s"], "rollout_s": s["rollout_s"],
-           "iterations": s["iterations"], "tokens": s["tokens"], "drafted": s["drafted_tokens"],
-           "accepted": s["accepted_tokens"], "steps_rollout_s": [st["rollout_s"] for st in s["steps"]]}
+    row = {"label": label, "policy": policy.to_dict(), "total_s": s["makespan_s"],
+           "rollout_s": s["rollout_s"], "iterations": s["iterations"], "tokens": s["tokens"],
+           "drafted": s["drafted_tokens"], "accepted": s["accepted_tokens"],
+           "steps_rollout_s": [st["rollout_s"] for st in s["steps"]]}
     rows.append(row)
     print(f"  {label:<22} total {row['total_s']:9.2f} s  rollout {row['rollout_s']:9.2f} s", file=sys.stderr,
           flush=True)
     return row
+
+
+def hybrid_policy(batch: int):
+    """Analysis only (not deployable): the oracle on engines whose batch is above ``batch``, kmax
+    drafts at or below it. Oracle and fixed k=kmax accept the same tokens (min(kmax, m_t)), so they
+    run the same iterations; between them only the verification cost of rejected drafts differs,
+    and this splits that cost by batch size."""
+    import numpy as np
+
+    from policies import Policy
+
+    class OracleAbove(Policy):
+        name = f"oracle-above-batch-{batch}"
+        deployable = False
+
+        def decide(self, state):
+            big = state.batch_size[state.engine] > batch
+            return np.where(big, state.match_len, state.kmax).astype(np.int32)
+
+    return OracleAbove()
 
 
 def tune_family(family: str, args: argparse.Namespace, cfg_path: Path, out: Path) -> tuple[object, dict]:
@@ -70,7 +94,8 @@ def tune_family(family: str, args: argparse.Namespace, cfg_path: Path, out: Path
     from specroll.commands.tune import TuneSetup
 
     seeds = [int(s) for s in args.tune_seeds.split(",")]
-    configs = [SimConfig.from_dict(scenario(cfg_path, args.scale, s), file=str(cfg_path)) for s in seeds]
+    configs = [SimConfig.from_dict(scenario(cfg_path, args.scale, s, acceptance=args.acc), file=str(cfg_path))
+               for s in seeds]
     setup = TuneSetup(configs, [f"seed={s}" for s in seeds])
     setup.build()
     pins = {}
@@ -78,11 +103,16 @@ def tune_family(family: str, args: argparse.Namespace, cfg_path: Path, out: Path
         pins = {"profile": configs[0].profile_name(), "max_batch": configs[0].cluster.max_batch}
     t0 = time.perf_counter()
     res = tune(setup.objective, family, n_trials=args.trials, out_dir=out / f"tune-{family}", seed=0,
-               study_name=f"{family}-scale{args.scale:g}-seeds{args.tune_seeds}", fixed=pins)
+               study_name=f"{family}-scale{args.scale:g}-seeds{args.tune_seeds}{_acc_tag(args.acc)}",
+               fixed=pins)
     info = {"family": family, "best_value_s": res.best_value, "n_complete": res.n_complete,
             "tune_seeds": seeds, "wall_s": time.perf_counter() - t0,
             "best_params": res.best_policy.to_dict()["params"]}
     return res.best_policy, info
+
+
+def _acc_tag(acc: dict) -> str:
+    return "".join(f"-{k}{v}" for k, v in sorted(acc.items()))
 
 
 def main() -> None:
@@ -96,7 +126,14 @@ def main() -> None:
     ap.add_argument("--kmax-sweep", default="1-8", help="fixed K values, 'A-B' or a comma list")
     ap.add_argument("--out", default=str(ROOT / "out/bench_policy_table"))
     ap.add_argument("--fresh", action="store_true", help="delete the stored studies first")
+    ap.add_argument("--acceptance", action="append", default=[], metavar="KEY=VALUE",
+                    help="override an [acceptance] parameter (repeatable), e.g. spread=0.5")
+    ap.add_argument("--decompose", default="8,32,64",
+                    help="batch sizes splitting the oracle's lead over fixed k=kmax ('' for none)")
     args = ap.parse_args()
+    from specroll.commands.trace import parse_params
+
+    args.acc = parse_params(args.acceptance)
 
     from policies import make_policy
     from simulator import SimConfig, Simulator
@@ -121,7 +158,8 @@ def main() -> None:
         tuned[fam], info = tune_family(fam, args, cfg_path, out)
         tune_info.append(info)
 
-    cfg = SimConfig.from_dict(scenario(cfg_path, args.scale, args.eval_seed), file=str(cfg_path))
+    cfg = SimConfig.from_dict(scenario(cfg_path, args.scale, args.eval_seed, acceptance=args.acc),
+                              file=str(cfg_path))
     sim = Simulator(cfg)
     print(f"evaluating on seed {args.eval_seed}", file=sys.stderr, flush=True)
     rows: list[dict] = []
@@ -151,10 +189,10 @@ def main() -> None:
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         acc = r["accepted"] / r["drafted"] if r["drafted"] else float("nan")
-        lines.append(f"| {r['label']} | {r['total_s']:.1f} | {r['rollout_s']:.1f} | {r['speedup_total']:.2f}x "
-                     f"| {r['speedup_rollout']:.2f}x | {100 * r['gap_rollout']:+.1f} % | "
-                     f"{100 * r['gap_total']:+.1f} % | {r['iterations']:,} | {r['drafted'] / r['tokens']:.2f} "
-                     f"| {acc:.2f} |")
+        lines.append(f"| {r['label']} | {r['total_s']:.1f} | {r['rollout_s']:.1f} | "
+                     f"{r['speedup_total']:.2f}x | {r['speedup_rollout']:.2f}x | "
+                     f"{100 * r['gap_rollout']:+.1f} % | {100 * r['gap_total']:+.1f} % | "
+                     f"{r['iterations']:,} | {r['drafted'] / r['tokens']:.2f} | {acc:.2f} |")
     lines.append("")
     for info in tune_info:
         p = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in info["best_params"].items()}
@@ -167,6 +205,25 @@ def main() -> None:
                      f"{100 * r['gap_total']:+.1f} % (total); better than every fixed K: "
                      f"{'yes' if beats else 'no'} (best fixed: {best_fixed['label']} at "
                      f"{best_fixed['rollout_s']:.1f} s rollout)")
+    cuts = [int(b) for b in args.decompose.split(",") if b]
+    if cuts:
+        kmax_row = next(r for r in fixed if r["policy"]["params"]["k"] >= int(cfg.acceptance.params["kmax"]))
+        lead = kmax_row["rollout_s"] - oracle["rollout_s"]
+        lines.append("")
+        k_top = kmax_row["policy"]["params"]["k"]
+        lines.append(f"where the oracle's {lead:.1f} s rollout lead over fixed k={k_top} "
+                     "lies (oracle drafts only on engines with batch > B, kmax at or below):")
+        prev = oracle["rollout_s"]
+        prev_b = 0
+        for b in sorted(cuts) + [None]:
+            if b is None:
+                r_s, label = kmax_row["rollout_s"], f"batch > {prev_b}"
+            else:
+                r_s = sim.run(hybrid_policy(b), show_progress=False).summary["rollout_s"]
+                label = f"batch {prev_b + 1}..{b}"
+            share = (r_s - prev) / lead if lead > 0 else float("nan")
+            lines.append(f"  {label:<14} {r_s - prev:7.2f} s  ({100 * share:4.0f} % of the lead)")
+            prev, prev_b = r_s, (b or prev_b)
     lines.append(f"wall {time.perf_counter() - t_all:.0f} s")
     text = "\n".join(lines)
     print(text)
