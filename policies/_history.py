@@ -155,6 +155,6 @@ def class_horizon(cls: np.ndarray, max_len: int, *, long_frac: float = 0.5, shor
     prediction and length below ``short_frac * max_len``) stays Short until its length reaches
     that threshold, a Medium one stays Medium until it reaches ``long_frac * max_len``.
     """
-    table = np.array([math.ceil(short_frac * max_len), math.ceil(long_frac * max_len),
-                      np.iinfo(np.int64).max], dtype=np.int64)  # first integer length >= threshold
-    return table[cls]
+    long_at = math.ceil(long_frac * max_len)  # the first integer length >= the threshold
+    short_ends = min(math.ceil(short_frac * max_len), long_at)  # (Long overrides Short)
+    return np.array([short_ends, long_at, np.iinfo(np.int64).max], dtype=np.int64)[cls]

@@ -83,3 +83,13 @@ def test_bad_parametric_parameters():
         ParametricAcceptance(alpha=1.5)
     with pytest.raises(SpecrollError, match="unknown parametric model"):
         ParametricAcceptance(model="weird")
+
+
+def test_position_bits_from_local_positions_equal_the_direct_hash():
+    from simulator._acceptance import _local_positions, _position_bits, rollout_keys
+
+    lens = np.array([1, 5, 300, 17, 4096], np.int64)
+    keys = rollout_keys(3, 1, np.arange(5), np.zeros(5), stream=1)
+    local = _local_positions(lens)
+    assert local.tolist()[:7] == [0, 0, 1, 2, 3, 4, 0]
+    assert np.array_equal(_position_bits(keys, lens, local), _position_bits(keys, lens))
