@@ -131,6 +131,8 @@ def sim_batch(eng: dict[str, np.ndarray], step_t0: dict[int, float], rollout_s: 
             start = end - eng["iter_time_s"][m][order]
             t = np.append(start, end[-1])
             y = np.append(eng["batch_size"][m][order], 0).astype(float)
+            if t[0] > 0:  # admitted at the step's start, prefilling until the first decode iteration
+                t, y = np.append(0.0, t), np.append(y[0], y)
             curves.append((t, y))
             t_end = max(t_end, float(t[-1]))
             if e in shown:
@@ -147,7 +149,7 @@ def sim_batch(eng: dict[str, np.ndarray], step_t0: dict[int, float], rollout_s: 
         ax.set_xlim(0, t_end * 1.01 if t_end > 0 else 1)
         ax.set_xlabel("time since the step's rollout phase began (s)")
         ax.set_title(f"step {s}: {len(shown)} of {len(engines)} engines drawn (thin lines)", fontsize=10)
-        ax.legend(fontsize=8, loc="upper right", frameon=False)
+        ax.legend(fontsize=8, loc="best", framealpha=0.85)  # a drain curve leaves different corners free
     axes[0, 0].set_ylabel("active requests per engine (symlog)")
     fig.tight_layout()
     return save(fig, png)
