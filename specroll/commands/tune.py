@@ -173,7 +173,7 @@ def _pins(family: str, setup: TuneSetup, cli: dict[str, Any]) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     from policies import POLICIES, make_policy
-    from policies._tuner import tune
+    from policies._tuner import search_space, tune
     from specroll.commands.trace import parse_params
     from specroll.fileio import write_json
     from specroll.progress import say
@@ -188,6 +188,12 @@ def _run(args: argparse.Namespace) -> int:
     if trials is None:
         raise SpecrollError("no trial count", field="--trials", fix="pass --trials N or set [tune].trials")
     POLICIES.get(family, field="--family")
+    # The cheap checks first: simulators take a while to load.
+    if not search_space(family):
+        raise SpecrollError(f"policy family '{family}' has no tunable parameters", field="--family",
+                            fix=f"tune one of: {', '.join(f for f in POLICIES.names() if search_space(f))}")
+    if int(trials) < 1:
+        raise SpecrollError("need at least one trial", field="--trials", fix="pass --trials N with N >= 1")
     pins = _pins(family, setup, parse_params(args.param))
     defaults = make_policy(family, **pins)  # checks the pinned names and values up front
     say(f"tune {family}: {len(setup.configs)} simulation(s) per trial ({', '.join(setup.labels)})")
