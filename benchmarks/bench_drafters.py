@@ -49,18 +49,19 @@ def synthetic(rng: np.random.Generator, n: int, lo: int, hi: int, vocab: int = 3
         parts, pos, total = [], 0, 0
         while total < length:
             r = rng.random()
-            if r < 0.75:  # follow the solution for a while
-                run = int(rng.geometric(1 / 30))
+            if r < 0.6:  # follow the solution for a while
+                run = int(rng.geometric(1 / 8))
                 parts.append(solution[pos:pos + run])
                 pos += run
-            elif r < 0.85:  # a repeated phrase
+            elif r < 0.7:  # a repeated phrase
                 parts.append(phrases[int(rng.integers(len(phrases)))])
-            elif r < 0.95:  # a few fresh tokens
-                parts.append(zipf[rng.integers(0, len(zipf), int(rng.integers(1, 4)))])
+            elif r < 0.95:  # a few fresh tokens, then resume near where the solution was
+                parts.append(zipf[rng.integers(0, len(zipf), int(rng.integers(1, 5)))])
+                pos += int(rng.integers(-4, 6))
             else:  # skip ahead in the solution
                 pos += int(rng.integers(1, 20))
                 continue
-            pos %= len(solution) - 64
+            pos = max(0, pos) % (len(solution) - 64)
             total += len(parts[-1])
         out.append(np.concatenate(parts)[:length].astype(np.int64))
     prompt = zipf[100_000:100_064].astype(np.int64)
