@@ -184,14 +184,14 @@ def length_hist(lengths: np.ndarray, png: Path, *, title: str, cap: int | None =
 
 def compare_bars(labels: Sequence[str], rollout: Sequence[float], other: Sequence[float],
                  speedup: Sequence[float | None], png: Path, *, baseline: str | None,
-                 other_label: str = "train + sync") -> Path:
+                 other_label: str = "train + sync", what: str = "makespan") -> Path:
     """Makespan per run (rollout + the rest, stacked) with the speedup over the baseline run."""
     plt = pyplot()
     n = len(labels)
     fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.42 * n + 0.8))
     y = np.arange(n)[::-1]
     r, o = np.asarray(rollout, float), np.asarray(other, float)
-    ax.barh(y, r, 0.65, color=PHASE_COLORS["busy"], label="rollout")
+    ax.barh(y, r, 0.65, color=PHASE_COLORS["busy"], label="rollout" if o.any() else None)
     if o.any():
         ax.barh(y, o, 0.65, left=r, color=PHASE_COLORS["train"], label=other_label)
     total = r + o
@@ -200,10 +200,11 @@ def compare_bars(labels: Sequence[str], rollout: Sequence[float], other: Sequenc
         ax.text(t, yi, " " + text, va="center", fontsize=8.5)
     ax.set_yticks(y, labels, fontsize=8.5)
     ax.set_xlim(0, total.max() * 1.35 if total.max() > 0 else 1)
-    ax.set_xlabel("makespan (s)")
-    what = f"(speedup over {baseline})" if baseline else "(no 'ar' run to compare against)"
-    ax.set_title(f"Makespan {what}", fontsize=10.5)
-    ax.legend(fontsize=8, loc="upper right", frameon=False)  # fastest run on top: its bar is short
+    ax.set_xlabel(f"{what} (s)")
+    vs = f"(speedup over {baseline})" if baseline else "(no 'ar' run to compare against)"
+    ax.set_title(f"{what.capitalize()} {vs}", fontsize=10.5)
+    if o.any():
+        ax.legend(fontsize=8, loc="upper right", frameon=False)  # fastest run on top: its bar is short
     fig.tight_layout()
     return save(fig, png)
 

@@ -75,10 +75,9 @@ def build_report(dir: str | Path, out: str | Path) -> ReportResult:
     if first_exc is not None and len(failed) == len(runs):
         raise first_exc
     comparisons = []
-    for i, compare in enumerate(COMPARISONS):
-        sec = compare(runs, ctx)
-        if sec is not None:
-            anchor = f"compare-{i}"
+    for compare in COMPARISONS:
+        for sec in compare(runs, ctx):
+            anchor = f"compare-{len(comparisons)}"
             html = H.section(anchor, "compare", sec.title, sec.subtitle, sec.body)
             comparisons.append((anchor, sec.title, html))
     body = H.section("overview", "overview", "Runs", f"{len(runs)} output(s) found under {root}",

@@ -181,21 +181,35 @@ def _workload_key(s: dict[str, Any]) -> tuple:
     return (s.get("model"), s.get("engines"), s.get("tp"), s.get("rollouts"), s.get("tokens"))
 
 
-def compare_simulations(runs: list[Run], ctx: Ctx) -> Section | None:
-    """Several simulations side by side, with the speedup over an ``ar`` run of the same workload."""
-    runs = [r for r in runs if r.kind == "simulate" and r.summary is not None and "makespan_s" in r.summary]
-    if len(runs) < 2:
-        return None
-    base: dict[tuple, Run] = {}
+def comparable_groups(runs: list[Run], key: Any) -> list[list[Run]]:
+    """Runs grouped by ``key(run)`` (first-seen order), only groups of two or more: comparing
+    policies makes sense only on one workload and cluster."""
+    groups: dict[Any, list[Run]] = {}
     for r in runs:
-        if (r.summary.get("policy") or {}).get("policy") == "ar":
-            base.setdefault(_workload_key(r.summary), r)
+        groups.setdefault(key(r), []).append(r)
+    return [g for g in groups.values() if len(g) >= 2]
+
+
+def group_title(base: str, i: int, n: int) -> str:
+    return base if n == 1 else f"{base} {i + 1}/{n}"
+
+
+def compare_simulations(runs: list[Run], ctx: Ctx) -> list[Section]:
+    """Simulations of the same workload and cluster side by side (one section per such group), with
+    the speedup over the group's ``ar`` run."""
+    runs = [r for r in runs if r.kind == "simulate" and r.summary is not None and "makespan_s" in r.summary]
+    groups = comparable_groups(runs, lambda r: _workload_key(r.summary))
+    return [_compare_group(g, ctx, i, len(groups)) for i, g in enumerate(groups)]
+
+
+def _compare_group(runs: list[Run], ctx: Ctx, i: int, n: int) -> Section:
+    base = next((r for r in runs if (r.summary.get("policy") or {}).get("policy") == "ar"), None)
     runs = sorted(runs, key=lambda r: r.summary["makespan_s"])  # fastest first
     rows, labels, rollout, other, speedup = [], [], [], [], []
     for r, short in zip(runs, short_names([r.name for r in runs])):
         s = r.summary
-        b = base.get(_workload_key(s))
-        sp = b.summary["makespan_s"] / s["makespan_s"] if b is not None and s["makespan_s"] > 0 else None
+        sp = (base.summary["makespan_s"] / s["makespan_s"]
+              if base is not None and s["makespan_s"] > 0 else None)
         rest = float(s.get("train_s", 0.0) or 0.0) + float(s.get("sync_s", 0.0) or 0.0)
         labels.append(_bar_label(short, s.get("policy")))
         rollout.append(float(s.get("rollout_s", s["makespan_s"])))
@@ -204,22 +218,22 @@ def compare_simulations(runs: list[Run], ctx: Ctx) -> Section | None:
         rows.append([r.name, policy_label(s.get("policy")), s["makespan_s"], s.get("rollout_s"), rest,
                      "–" if sp is None else f"{sp:.3f}x", s.get("mean_accepted_per_iteration"),
                      pct(s.get("gpu_busy_fraction"), signed=False), s.get("tokens")])
-    keys = {_workload_key(r.summary) for r in runs}
     parts = []
-    if len(keys) > 1:
-        parts.append(note(f"These runs simulate {len(keys)} different workloads or clusters (model, "
-                          "engines, rollouts or tokens differ): speedups compare each run only with an 'ar' "
-                          "run of its own workload."))
-    if not base:
-        parts.append(note("No run uses the 'ar' policy, so there is no speedup to show; simulate one with "
-                          "`specroll simulate CONFIG --policy ar --out DIR`."))
+    if base is None:
+        parts.append(note("No run of this workload uses the 'ar' policy, so there is no speedup to show; "
+                          "simulate one with `specroll simulate CONFIG --policy ar --out DIR`."))
     parts.append(table(["run", "policy", "makespan (s)", "rollout (s)", "train + sync (s)", "speedup over ar",
                         "accepted / iter", "GPU busy", "tokens"], rows, text_cols=(1,)))
-    png = F.compare_bars(labels, rollout, other, speedup, ctx.png("compare", "simulations"),
+    name = "simulations" if i == 0 else f"simulations_{i + 1}"
+    png = F.compare_bars(labels, rollout, other, speedup, ctx.png("compare", name),
                          baseline="ar" if base else None)
     parts.append(figures([image(png, "Makespan of each simulated run; the bracket is the speedup over the "
-                                     "'ar' run of the same workload.")]))
-    return Section("Policy comparison (simulations)", f"{len(runs)} simulated runs", "".join(parts))
+                                     "'ar' run.")]))
+    s = runs[0].summary
+    subtitle = (f"{len(runs)} simulated runs of one workload: {s.get('model', '?')}, {s.get('engines', '?')} "
+                f"engines x tp{s.get('tp', 1)}, {fmt(s.get('rollouts'))} rollouts, {fmt(s.get('tokens'))} "
+                "tokens")
+    return Section(group_title("Policy comparison (simulations)", i, n), subtitle, "".join(parts))
 
 
 # --- plan ------------------------------------------------------------------------------------------

@@ -14,7 +14,17 @@ from analysis import _figures as F
 from analysis import _figures_real as R
 from analysis._html import esc, figures, fmt, image, kv_table, note, pct, table
 from analysis._kinds import Run
-from analysis._sections import Ctx, Section, _bar_label, _missing, policy_label, read_columns, short_names
+from analysis._sections import (
+    Ctx,
+    Section,
+    _bar_label,
+    _missing,
+    comparable_groups,
+    group_title,
+    policy_label,
+    read_columns,
+    short_names,
+)
 
 BAND = 0.10  # the +-10 % band of the parity plot and of the error colouring
 
@@ -114,38 +124,46 @@ def _rollout_key(cfg: dict[str, Any]) -> tuple:
                                       "seed", "max_new_tokens", "temperature", "top_p"))
 
 
-def compare_rollouts(runs: list[Run], ctx: Ctx) -> Section | None:
-    """Several real rollouts side by side, with the measured speedup over an 'ar' rollout of the same
-    workload (same model, device, prompts, seed: the tokens are then identical)."""
+def compare_rollouts(runs: list[Run], ctx: Ctx) -> list[Section]:
+    """Real rollouts of the same workload side by side (one section per such group: same model,
+    device, prompts, samples, steps and seed, so the tokens are identical), with the measured speedup
+    over the group's 'ar' rollout."""
     runs = [r for r in runs if r.kind == "rollout" and r.summary and r.summary.get("total_wall_s")]
-    if len(runs) < 2:
-        return None
-    base: dict[tuple, Run] = {}
-    for r in runs:
-        cfg = r.summary.get("config") or {}
-        if (cfg.get("policy_spec") or {}).get("policy", cfg.get("policy")) == "ar":
-            base.setdefault(_rollout_key(cfg), r)
+    groups = comparable_groups(runs, lambda r: _rollout_key(r.summary.get("config") or {}))
+    return [_compare_group(g, ctx, i, len(groups)) for i, g in enumerate(groups)]
+
+
+def _is_ar(cfg: dict[str, Any]) -> bool:
+    return (cfg.get("policy_spec") or {}).get("policy", cfg.get("policy")) == "ar"
+
+
+def _compare_group(runs: list[Run], ctx: Ctx, i: int, n: int) -> Section:
+    base = next((r for r in runs if _is_ar(r.summary.get("config") or {})), None)
     runs = sorted(runs, key=lambda r: r.summary["total_wall_s"])  # fastest first
     rows, labels, walls, speedups = [], [], [], []
     for r, short in zip(runs, short_names([r.name for r in runs])):
         s, cfg = r.summary, r.summary.get("config") or {}
-        b = base.get(_rollout_key(cfg))
-        sp = b.summary["total_wall_s"] / s["total_wall_s"] if b is not None else None
+        sp = base.summary["total_wall_s"] / s["total_wall_s"] if base is not None else None
         spec = cfg.get("policy_spec") or {"policy": cfg.get("policy")}
-        pol = policy_label(spec)
         labels.append(_bar_label(short, spec))
         walls.append(float(s["total_wall_s"]))
         speedups.append(sp)
-        rows.append([r.name, pol, cfg.get("drafter"), s.get("tokens"), s["total_wall_s"],
+        rows.append([r.name, policy_label(spec), cfg.get("drafter"), s.get("tokens"), s["total_wall_s"],
                      s.get("tokens_per_s"), s.get("accepted_per_iteration"),
                      "–" if sp is None else f"{sp:.3f}x"])
-    body = table(["run", "policy", "drafter", "tokens", "wall (s)", "tokens / s", "accepted / iter",
-                  "speedup over ar"], rows, text_cols=(1, 2))
-    png = F.compare_bars(labels, walls, [0.0] * len(walls), speedups, ctx.png("compare", "rollouts"),
-                         baseline="ar" if base else None)
+    body = "" if base is not None else note("No rollout of this workload uses the 'ar' policy: no speedup.")
+    body += table(["run", "policy", "drafter", "tokens", "wall (s)", "tokens / s", "accepted / iter",
+                   f"speedup over {base.name if base is not None else 'ar'}"], rows, text_cols=(1, 2))
+    name = "rollouts" if i == 0 else f"rollouts_{i + 1}"
+    png = F.compare_bars(labels, walls, [0.0] * len(walls), speedups, ctx.png("compare", name),
+                         baseline=base.name if base is not None else None, what="wall time")
     body += figures([image(png, "Measured wall time of each real rollout; the bracket is the speedup over "
-                                "the 'ar' rollout of the same workload (wall-clock: machine load matters).")])
-    return Section("Policy comparison (real rollouts)", f"{len(runs)} rollouts", body)
+                                "the 'ar' rollout (wall-clock: machine load matters).")])
+    cfg = runs[0].summary.get("config") or {}
+    subtitle = (f"{len(runs)} rollouts of one workload: {cfg.get('model', '?')} on {cfg.get('device', '?')}, "
+                f"{cfg.get('prompts', '?')} prompts x {cfg.get('samples', '?')} samples x "
+                f"{cfg.get('steps', '?')} steps, seed {cfg.get('seed', '?')}")
+    return Section(group_title("Policy comparison (real rollouts)", i, n), subtitle, body)
 
 
 # --- validate ---------------------------------------------------------------------------------------

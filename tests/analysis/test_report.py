@@ -248,3 +248,26 @@ def test_short_names_drop_the_shared_folder():
     assert short_names(["a/x", "b/x"]) == ["a/x", "b/x"]
     assert short_names(["sim/ar"]) == ["ar"]
     assert short_names(["x", "y"]) == ["x", "y"]
+
+
+def test_comparisons_only_within_one_workload(outputs, tmp_path):
+    from policies import make_policy
+    from simulator import SimConfig, Simulator
+    from tests.analysis.conftest import SMALL
+
+    root = tmp_path / "runs"
+    for name in ("sim_ar", "sim_fixed"):
+        shutil.copytree(outputs / name, root / "a" / name)
+    cfg = tmp_path / "two.toml"
+    cfg.write_text(SMALL.replace("engines = 4", "engines = 2"))
+    sim = Simulator(SimConfig.from_toml(cfg))
+    sim.run(make_policy("fixed", k=3), show_progress=False).write(root / "b" / "fixed")
+    html = report(root, tmp_path / "rep").read_text()
+    sec = _section(html, "Policy comparison (simulations)")
+    assert "a/sim_fixed" in sec and "b/fixed" not in sec and "4 engines" in sec
+    sim.run(make_policy("ar"), show_progress=False).write(root / "b" / "ar")
+    res = build_report(root, tmp_path / "rep2")
+    html = res.index.read_text()
+    assert "Policy comparison (simulations) 1/2" in html and "Policy comparison (simulations) 2/2" in html
+    assert "b/fixed" in _section(html, "Policy comparison (simulations) 2/2")
+    assert {"compare_simulations.png", "compare_simulations_2.png"} <= {p.name for p in res.pngs}
