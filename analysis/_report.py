@@ -83,8 +83,11 @@ def build_report(dir: str | Path, out: str | Path) -> ReportResult:
     body = H.section("overview", "overview", "Runs", f"{len(runs)} output(s) found under {root}",
                      H.table(["run", "kind", "headline"], overview, raw=True, text_cols=(1, 2))
                      + "".join(H.note(n) for n in notes))
-    body += "".join(html for _, _, html in comparisons + blocks)
-    toc = [("overview", "Runs")] + [(a, t) for a, t, _ in comparisons + blocks]
+    # validation first (it is the verdict), then comparisons across runs, then each run
+    n_val = sum(r.kind == "validate" for r in runs)  # runs are sorted with validate first
+    ordered = blocks[:n_val] + comparisons + blocks[n_val:]
+    body += "".join(html for _, _, html in ordered)
+    toc = [("overview", "Runs")] + [(a, t) for a, t, _ in ordered]
     index = out / "index.html"
     with atomic_write(index, "w") as fh:
         fh.write(H.page(f"specroll report: {root.resolve().name or root}", f"source: {root.resolve()}",
