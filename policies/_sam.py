@@ -28,6 +28,7 @@ _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0, dtype=np.float32)
 _EMPTY_I.flags.writeable = False
 _EMPTY_F.flags.writeable = False
+_UNKNOWN: tuple[int, float, int] = (-1, 0.0, -1)
 
 
 class _Automaton:
@@ -111,7 +112,7 @@ class HistorySAM(_Automaton):
     tokens that never occur in a context and weigh 0, so no match crosses two sequences.
     """
 
-    __slots__ = ("cnt", "fol", "kmax", "min_prob", "_best", "_path", "tokens")
+    __slots__ = ("cnt", "fol", "kmax", "min_prob", "_best", "_path", "_edges", "tokens")
 
     def __init__(self, sequences: Iterable[tuple[Sequence[int], Sequence[int]]], *, kmax: int,
                  min_prob: float) -> None:
@@ -155,6 +156,7 @@ class HistorySAM(_Automaton):
         self.fol = fol
         self._best: dict[int, tuple[int, int]] = {}
         self._path: dict[int, tuple[np.ndarray, np.ndarray, list[float], int]] = {}
+        self._edges: dict[int, tuple[int, float, int] | None] = {}
 
     def best(self, v: int) -> tuple[int, int]:
         """(token, count) of the most frequent counted continuation of state v (ties: smallest
@@ -172,29 +174,42 @@ class HistorySAM(_Automaton):
 
     def path(self, v: int) -> tuple[np.ndarray, np.ndarray, list[float], int]:
         """The greedy walk from state v while its path probability stays >= min_prob, up to kmax
-        tokens: (tokens, per-token conditionals as float32 and as float64, length)."""
+        tokens: (tokens, per-token conditionals as float32 and as float64, length). Cached; the
+        arrays are shared with every caller (read-only by contract: flagging them read-only
+        costs as much as the rest of a cached proposal)."""
         got = self._path.get(v)
-        if got is None:
-            toks: list[int] = []
-            probs: list[float] = []
-            prob = 1.0
-            u = v
-            nxt, fol = self.nxt, self.fol
-            while len(toks) < self.kmax and fol[u] > 0:
-                c, k = self.best(u)
-                p = k / fol[u]
-                prob *= p
-                if prob < self.min_prob:  # every longer prefix is less likely still
-                    break
-                toks.append(c)
-                probs.append(p)
-                u = nxt[u][c]
-            t = np.asarray(toks, dtype=np.int64) if toks else _EMPTY_I
-            f = np.asarray(probs, dtype=np.float32) if probs else _EMPTY_F
-            t.flags.writeable = False
-            f.flags.writeable = False
-            got = self._path[v] = (t, f, probs, len(toks))
+        if got is not None:
+            return got
+        edges = self._edges
+        toks: list[int] = []
+        probs: list[float] = []
+        prob, kmax, min_prob = 1.0, self.kmax, self.min_prob
+        u = v
+        while len(toks) < kmax:
+            s = edges.get(u, _UNKNOWN)
+            if s is _UNKNOWN:
+                s = self._edge(u)
+            if s is None:
+                break
+            c, p, u = s
+            prob *= p
+            if prob < min_prob:  # every longer prefix is less likely still
+                break
+            toks.append(c)
+            probs.append(p)
+        if toks:
+            got = (np.array(toks, dtype=np.int64), np.array(probs, dtype=np.float32), probs, len(toks))
+        else:
+            got = (_EMPTY_I, _EMPTY_F, probs, 0)
+        self._path[v] = got
         return got
+
+    def _edge(self, u: int) -> tuple[int, float, int] | None:
+        """(best token, its conditional, next state) from state u, memoized; None at a dead end."""
+        c, k = self.best(u)
+        edge = (c, k / self.fol[u], self.nxt[u][c]) if k > 0 else None
+        self._edges[u] = edge
+        return edge
 
     def proposal_state(self, v: int, length: int) -> tuple[int, int]:
         """The longest suffix (of the matched one) that is followed by a counted token."""
