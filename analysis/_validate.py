@@ -257,7 +257,7 @@ def _real_metrics(res: Any) -> dict[str, Any]:
 def _same_outputs(traces: dict[str, Any]) -> bool:
     """Every policy's rollouts equal AR's token for token (lossless decoding, checked)."""
     ref_vals, ref_off = traces[BASELINE].ragged("token_ids")
-    for key, tr in traces.items():
+    for tr in traces.values():
         vals, off = tr.ragged("token_ids")
         if not (np.array_equal(off, ref_off) and np.array_equal(vals, ref_vals)):
             return False

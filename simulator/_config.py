@@ -105,6 +105,7 @@ class SimConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, file: str | None = None) -> SimConfig:
         d = copy.deepcopy(d)
+        d.pop("tune", None)  # the tuner's table (specroll tune): a tuning config simulates as is
         top = {"cluster", "model", "workload", "policy", "acceptance", "train", "seed"}
         _no_unknown(d, top, "", file)
         cfg = cls(file=file, seed=_int(d.get("seed", 0), "seed", file))

@@ -85,7 +85,6 @@ def test_every_family_equals_ar_on_the_real_model(smol, temperature):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not hasattr(policies, "make_drafter"), reason="drafters not landed yet")
 @pytest.mark.parametrize("drafter", ["suffix", "ngram"])
 def test_rollouts_with_real_drafters_equal_ar(smol, drafter):
     cfg = dict(model="smollm2-135m", prompts=2, samples=2, steps=3, max_new_tokens=40, max_batch=4,

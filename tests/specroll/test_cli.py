@@ -42,3 +42,21 @@ def test_write_json_strict_and_roundtrip(tmp_path):
 def test_read_json_missing_file_is_clear(tmp_path):
     with pytest.raises(SpecrollError, match="file not found"):
         read_json(tmp_path / "nope.json")
+
+
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from specroll.fileio import atomic_path, atomic_write
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "a.bin") as fh:
+            fh.write(b"x")
+        with atomic_path(tmp_path / "b.parquet") as tmp:
+            tmp.write_bytes(b"y")
+    finally:
+        os.umask(mask)
+    for name in ("a.bin", "b.parquet"):  # results are meant to be shared: readable by others
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name

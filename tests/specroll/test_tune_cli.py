@@ -188,3 +188,9 @@ def test_sigkill_mid_study_then_rerun_loses_no_finished_trial(tmp_path):
     final = _db_complete(db)
     assert killed <= final and len(final) == len(killed) + 2
     assert json.loads((out / "tune_summary.json").read_text())["trials_run_now"] == 2
+
+
+def test_a_tuning_config_simulates_as_is(tmp_path, capsys):
+    cfg = _config(tmp_path)  # has a [tune] table: simulate ignores it
+    assert main(["simulate", str(cfg), "--out", str(tmp_path / "sim")]) == 0
+    assert (tmp_path / "sim" / "summary.json").exists()
