@@ -201,7 +201,11 @@ def validate(cfg: ValidateConfig, out: str | Path, *, profile: Any = None) -> di
     summary = _compare(cfg, real, sim, profile, profile_ref)
     summary["outputs_identical"] = identical
     summary["wall_s"] = time.perf_counter() - t_start
-    _write_comparison(real, sim, out / "comparison.parquet")
+    rows = _write_comparison(real, sim, out / "comparison.parquet")
+    from analysis._figures_real import validate_parity  # the report's own parity figure
+
+    cols = ("policy", "real_makespan_s", "sim_makespan_s")
+    validate_parity({k: np.asarray([r[k] for r in rows]) for k in cols}, out / "parity.png")
     write_json(out / "summary.json", summary)
     return summary
 
@@ -370,7 +374,7 @@ def _compare(cfg: ValidateConfig, real: dict[str, list[dict[str, Any]]], sim: di
 
 
 def _write_comparison(real: dict[str, list[dict[str, Any]]], sim: dict[str, dict[str, Any]],
-                      path: Path) -> None:
+                      path: Path) -> list[dict[str, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -392,6 +396,7 @@ def _write_comparison(real: dict[str, list[dict[str, Any]]], sim: dict[str, dict
                 })
     with atomic_path(path) as tmp:
         pq.write_table(pa.Table.from_pylist(rows), tmp)
+    return rows
 
 
 def format_summary(s: dict[str, Any]) -> str:

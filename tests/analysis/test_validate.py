@@ -61,7 +61,7 @@ def test_validate_runs_real_and_sim_and_compares(tmp_path):
     assert s["policies"]["fixed"]["accepted_per_iter_real"] > 0
     assert s["speedup_predicted"]["fixed"] > 0 and s["speedup_measured"]["fixed"] > 0
     assert abs(s["makespan_error"]["overall"]) == max(abs(s["makespan_error"][k]) for k in s["policies"])
-    for f in ("summary.json", "comparison.parquet", "trace.parquet", "profile.json",
+    for f in ("summary.json", "comparison.parquet", "parity.png", "trace.parquet", "profile.json",
               "real/ar/rep0/trace.parquet", "real/das/rep1/iterations.parquet", "sim/fixed/summary.json"):
         assert (out / f).exists(), f
     import pyarrow.parquet as pq
