@@ -18,15 +18,19 @@ from specroll.fileio import read_json
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
-# Coefficients a what-if profile takes from the nearest measured profile: efficiencies and the
-# overlap exponent. How ragged the backend is (a, b) and its fixed overheads only transfer within
-# the same kind of device (a CPU's Python overhead says nothing about a CUDA-graph replay).
-_TRANSFER_ALWAYS = ("e_bw", "e_f", "e_attn", "p")
-_TRANSFER_SAME_KIND = ("t_fixed", "t_request", "t_token", "a", "b")
+# A what-if profile takes every fitted coefficient (efficiencies, overlap exponent, overheads,
+# raggedness) from the nearest measured profile OF THE SAME KIND of device. Nothing transfers
+# across kinds: a CPU's bandwidth fraction (cache-dominated, against a streaming read) and its
+# matmul fraction say nothing about HBM and tensor cores. Transferred, the CPU's e_bw 0.42 with
+# e_f 0.78 made an H100 so memory-bound that verifying 9 tokens per request at batch 128 looked
+# 1.30x a decode, inflating every speculation gain.
+_TRANSFER_SAME_KIND = ("e_bw", "e_f", "e_attn", "p", "t_fixed", "t_request", "t_token", "a", "b")
 
-# Used only while no measured profile of any kind exists, and for GPU overheads until a measured
-# GPU profile exists. ASSUMPTIONS, not measurements: a = b = 1 is a ragged (paged-attention,
-# varlen) serving engine; 50 us is the order of one CUDA-graph replay + synchronisation.
+# Until a profile of the same kind is measured: ASSUMPTIONS, not measurements, recorded per
+# coefficient in coefficients_source. e_bw 0.8: decode kernels stream HBM at 70-90 % of peak;
+# e_f 0.6: large bf16 GEMMs reach 60-75 % of dense peak; e_attn 0.3: attention FLOPs run well
+# below GEMM efficiency; p 4: memory and compute mostly overlap; a = b = 1: a ragged
+# (paged-attention, varlen) serving engine; 50 us: one CUDA-graph replay + synchronisation.
 _ASSUMED = {"t_fixed": 50e-6, "t_request": 0.0, "t_token": 0.0, "e_bw": 0.8, "e_f": 0.6,
             "e_attn": 0.3, "p": 4.0, "a": 1.0, "b": 1.0}
 
@@ -61,16 +65,12 @@ def whatif_profile(device: str, model: str, tp: int = 1, dtype: str = "bfloat16"
     base = _nearest(spec)
     coef = dict(_ASSUMED)
     origin = {k: "assumed" for k in coef}
-    if base is not None:
-        for k in _TRANSFER_ALWAYS:
+    if base is not None and base.device.kind == spec.kind:
+        for k in _TRANSFER_SAME_KIND:
             # A measured efficiency above 1 means the measured peak was low (caches on a CPU); a
             # datasheet peak is a true ceiling, so efficiencies transfer capped at 1.
-            coef[k] = min(base.coefficients[k], 1.0) if k != "p" else base.coefficients[k]
+            coef[k] = min(base.coefficients[k], 1.0) if k.startswith("e_") else base.coefficients[k]
             origin[k] = f"measured:{base.device.name}:{base.model}"
-        if base.device.kind == spec.kind:
-            for k in _TRANSFER_SAME_KIND:
-                coef[k] = base.coefficients[k]
-                origin[k] = f"measured:{base.device.name}:{base.model}"
     prof = CostProfile(shape=shape, device=spec, dtype=dtype, tp=tp, kind="datasheet",
                        coefficients=coef, heldout_mape=None, ranges=None,
                        extra={"coefficients_source": origin,

@@ -187,3 +187,24 @@ def test_out_of_range_warns_once() -> None:
         prof.iteration_time(_one(1, 5000, n=8))
         prof.iteration_time(_one(1, 5000, n=64))
     assert len(rec) == 1 and "c_max" in str(rec[0].message)
+
+
+def test_whatif_takes_coefficients_only_from_a_measured_profile_of_the_same_kind(monkeypatch) -> None:
+    import calibration._whatif as W
+
+    cpu = load_profile("cpu:smollm2-135m")
+    monkeypatch.setattr(W, "measured_profiles", lambda: (cpu,))
+    gpu = whatif_profile("h100-sxm", "qwen2.5-7b")
+    # Only a CPU is measured: an H100 keeps the stated assumptions, nothing of the CPU's.
+    assert set(gpu.extra["coefficients_source"].values()) == {"assumed"}
+    assert gpu.coefficients["e_bw"] == W._ASSUMED["e_bw"]
+    # A measured GPU profile (here: the H100 what-if relabelled as measured, with its own values)
+    # is the nearest of its kind: every coefficient transfers, efficiencies capped at 1.
+    coef = {**gpu.coefficients, "e_bw": 1.3, "e_f": 0.5, "t_fixed": 2e-3}
+    measured = CostProfile(shape=gpu.shape, device=gpu.device, dtype="bfloat16", tp=1, kind="measured",
+                           coefficients=coef, heldout_mape=0.03, ranges=None)
+    monkeypatch.setattr(W, "measured_profiles", lambda: (cpu, measured))
+    h200 = whatif_profile("h200", "qwen2.5-7b")
+    assert h200.coefficients["e_bw"] == 1.0 and h200.coefficients["e_f"] == 0.5
+    assert h200.coefficients["t_fixed"] == 2e-3
+    assert all(v.startswith("measured:h100-sxm") for v in h200.extra["coefficients_source"].values())
