@@ -35,12 +35,15 @@ class Policy:
     The same object runs unchanged in the simulator and the real backend.
 
     Optional fast-path contract: a policy may define ``decide_with_horizon(state) -> (k,
-    horizon)`` returning decide(state) and, per request, the ``generated`` value from which its
-    decision may change (int array, or None for never). Defining it promises that the decision of
-    an engine's requests depends only on that engine's requests' ``generated``, ``predicted_len``,
-    ``prompt_len``, ``request`` and its ``batch_size`` (plus the scalars), stays the same while
-    the engine's set of requests is unchanged and every ``generated < horizon``, and that
-    observe() does nothing. The simulator then advances engines many iterations per decision.
+    horizon, floor)`` returning decide(state); per request, the ``generated`` value from which its
+    decision may change (int array, or None for never); and per engine a batch floor (int array,
+    or None for "never depends on the batch size"). Defining it promises that the decision of an
+    engine's requests depends only on that engine's requests' ``generated``, ``predicted_len``,
+    ``prompt_len``, ``request`` and its ``batch_size`` (plus the scalars); that it stays the same
+    while every ``generated < horizon`` and the engine's requests are the same, or fewer with a
+    batch size still >= floor (a policy that depends on which requests remain returns the batch
+    size itself); and that observe() does nothing. The simulator then advances engines many
+    iterations per decision.
     """
 
     name: ClassVar[str] = "base"
@@ -123,8 +126,8 @@ class AutoRegressive(Policy):
     def decide(self, state: PolicyState) -> np.ndarray:
         return np.zeros(state.n, dtype=np.int32)
 
-    def decide_with_horizon(self, state: PolicyState) -> tuple[np.ndarray, None]:
-        return self.decide(state), None
+    def decide_with_horizon(self, state: PolicyState) -> tuple[np.ndarray, None, None]:
+        return self.decide(state), None, None
 
 
 @register_policy("fixed")
@@ -142,5 +145,5 @@ class FixedK(Policy):
     def decide(self, state: PolicyState) -> np.ndarray:
         return np.full(state.n, min(int(self.params.k), state.kmax), dtype=np.int32)
 
-    def decide_with_horizon(self, state: PolicyState) -> tuple[np.ndarray, None]:
-        return self.decide(state), None
+    def decide_with_horizon(self, state: PolicyState) -> tuple[np.ndarray, None, None]:
+        return self.decide(state), None, None

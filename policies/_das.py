@@ -113,18 +113,35 @@ class DASPolicy(Policy):
     def decide(self, state: PolicyState) -> np.ndarray:
         return self._decide(state, self._classes(state))
 
-    def decide_with_horizon(self, state: PolicyState) -> tuple[np.ndarray, np.ndarray]:
-        """decide() plus, per request, the ``generated`` value from which it may change.
+    def decide_with_horizon(self, state: PolicyState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """decide(), the ``generated`` value from which each request's decision may change, and
+        each engine's batch floor (the simulator's windowed kernel contract, ``policies.Policy``).
 
-        The simulator's windowed kernel contract (see ``policies.Policy``): the decision of an
-        engine's requests depends only on that engine's requests (length classes, and their count
-        for ``closed_form``) and its batch size; a class is a step function of ``generated``
-        (:func:`policies._history.class_horizon`); nothing is learned from feedback.
+        An engine's decisions depend only on its requests' length classes (a step function of
+        ``generated``: :func:`policies._history.class_horizon`) and on its batch size, through
+        the budgets' growth; with a token quota or the closed form they also depend on which
+        requests share the engine, so the floor is the batch size itself.
         """
         p = self.params
         cls = self._classes(state)
         h = class_horizon(cls, state.max_len, long_frac=p.long_frac, short_frac=p.short_frac)
-        return self._decide(state, cls), h
+        return self._decide(state, cls), h, self._batch_floor(state)
+
+    def _batch_floor(self, state: PolicyState) -> np.ndarray:
+        """Per engine, the smallest batch size down to which its Long and Medium budgets stay."""
+        p = self.params
+        batch = state.batch_size.astype(np.int64)
+        if p.mode != "schedule" or p.token_quota >= 0 or batch.size == 0:
+            return batch
+        k_max = min(int(p.k_max), state.kmax)
+        b = np.arange(1, max(int(batch.max()), 1) + 1, dtype=np.float64)
+        scale = np.maximum(1.0, p.full_batch / b) ** p.growth  # the same expressions as _decide
+        k_long = np.minimum(np.round(p.k_long * scale), k_max)
+        k_med = np.minimum(np.round(p.k_medium * scale), k_max)
+        change = np.ones(b.shape[0], dtype=bool)
+        change[1:] = (k_long[1:] != k_long[:-1]) | (k_med[1:] != k_med[:-1])
+        last_change = np.maximum.accumulate(np.where(change, np.arange(1, b.shape[0] + 1), 1))
+        return last_change[np.maximum(batch, 1) - 1]
 
     def _classes(self, state: PolicyState) -> np.ndarray:
         p = self.params

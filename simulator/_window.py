@@ -1,17 +1,19 @@
 """The windowed fast path of the engine kernel: many iterations per policy decision.
 
 A policy with ``decide_with_horizon`` (the contract is in ``policies.Policy``) keeps each
-engine's decision until an *event* in that engine: a request finishes, a request reaches its
-decision horizon, or the engine's KV use passes its capacity. Between events an engine's
-iterations depend only on the (fixed) drafts and on the match lengths, which are known in
-advance, so instead of one decision, one cost-model call and ~40 bookkeeping calls per
-iteration, each *window*:
+engine's decision until an *event* in that engine: a request reaches its decision horizon, the
+engine's KV use passes its capacity, or a request finishes such that something changes (the
+engine admits queued requests, or its batch falls below the policy's batch floor; other finishes
+just leave the batch). Between events an engine's iterations depend only on the (fixed) drafts
+and on the match lengths, which are known in advance, so instead of one decision, one cost-model
+call and ~40 bookkeeping calls per iteration, each *window*:
 
-1. decides once for every active request (draft length k and horizon);
+1. decides once for every active request (draft length k, horizon, batch floor);
 2. chases W iterations of every active request at once,
-   ``pos[j+1] = pos[j] + min(k+1, m_{pos[j]} + 1)``: three numpy calls per iteration;
+   ``pos[j+1] = pos[j] + min(k, m_{pos[j]}) + 1``: three numpy calls per iteration;
 3. finds each engine's first event and keeps its iterations up to and including it (w_e <= W);
    an engine never interacts with another before the barrier, so the others need not stop;
+   requests that finish earlier in the window leave the engine's sums from the next iteration;
 4. prices every kept (iteration, engine) pair in ONE cost-model call over a (W, engines) batch
    and advances each engine's clock with a cumulative sum (the same sequential float additions
    as one iteration at a time);
@@ -30,134 +32,42 @@ from typing import Any
 
 import numpy as np
 
-from calibration import IterationBatch
 from policies import PolicyState
-
-# Window lengths tried, and rough costs (seconds) of a window, of one chased iteration and of one
-# request-iteration on this kind of machine. They only steer the choice of W (speed), never results.
-_W_CHOICES = np.array([1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256])
-_COST_WINDOW, _COST_WINDOW_REQ, _COST_STEP, _COST_REQ = 150e-6, 40e-9, 3e-6, 5e-9
+from simulator._windowparts import Buffers, Grid, choose_window, context_max, price
 
 
 def has_fast_path(policy: Any) -> bool:
     return callable(getattr(policy, "decide_with_horizon", None))
 
 
-class _Grid:
-    """Timeline samples (every ``every``-th iteration of every engine), collected as engines pass
-    them and laid out at the end like the lockstep kernel's rows."""
-
-    def __init__(self, n_engines: int, every: int) -> None:
-        self.E, self.every = n_engines, every
-        self.parts: list[tuple[np.ndarray, ...]] = []
-
-    def record(self, g0: np.ndarray, w: np.ndarray, active: np.ndarray, clock: np.ndarray,
-               cnt: np.ndarray, t: np.ndarray) -> None:
-        """Engine ``active[a]`` ran iterations g0[a] .. g0[a]+w[a]-1; clock[j, a] is its clock
-        before iteration j of the window and t[j, a] that iteration's time."""
-        every, A = self.every, w.shape[0]
-        first = (-g0) % every  # window offset of each engine's first sampled iteration
-        count = (w - first + every - 1) // every
-        total = int(count.sum())
-        if total == 0:
-            return
-        c = np.repeat(np.arange(A), count)
-        r = np.repeat(first - every * (np.cumsum(count) - count), count) + every * np.arange(total)
-        flat = r * A + c
-        self.parts.append(((g0[c] + r) // every, active[c], clock.reshape(-1)[flat], cnt[c],
-                           t.reshape(-1)[flat]))
-
-    def arrays(self, iters: np.ndarray, clock: np.ndarray) -> dict[str, np.ndarray]:
-        """The lockstep kernel's timeline: rows at kernel iterations 0, every, ... < K and K."""
-        E, every = self.E, self.every
-        K = int(iters.max()) if iters.size else 0
-        rows = -(-K // every)
-        # An engine that has finished reads as idle at its final clock.
-        cl = np.repeat(clock[None, :], rows, axis=0)
-        cn = np.zeros((rows, E), np.int64)
-        t = np.zeros((rows, E))
-        if self.parts:
-            s, e, c, n, tt = (np.concatenate(x) for x in zip(*self.parts))
-            cl[s, e], cn[s, e], t[s, e] = c, n, tt
-        its = np.append(np.arange(rows, dtype=np.int64) * every, K)
-        return {
-            "kernel_iteration": np.repeat(its, E),
-            "engine": np.tile(np.arange(E, dtype=np.int32), rows + 1),
-            "time_s": np.concatenate([cl.ravel(), clock]),
-            "batch_size": np.concatenate([cn.ravel(), np.zeros(E, np.int64)]).astype(np.int32),
-            "iter_time_s": np.concatenate([t.ravel(), np.zeros(E)]),
-        }
-
-
-def _choose_window(lead: np.ndarray, adv: np.ndarray, seg: np.ndarray, kv_room: np.ndarray) -> int:
-    """W maximizing (engine-iterations expected before each engine's first event) / (window cost).
-
-    ``lead`` is each request's tokens to its next event, ``adv`` its expected tokens per
-    iteration, ``kv_room`` each engine's KV tokens left before capacity.
-    """
-    est = np.minimum.reduceat(lead / adv, seg)
-    np.minimum(est, kv_room / np.add.reduceat(adv, seg), out=est)
-    np.maximum(est, 0.0, out=est)
-    useful = np.minimum(_W_CHOICES[:, None], est[None, :] + 1.0).sum(axis=1)
-    n = lead.shape[0]
-    cost = _COST_WINDOW + _COST_WINDOW_REQ * n + _W_CHOICES * (_COST_STEP + _COST_REQ * n)
-    return int(_W_CHOICES[np.argmax(useful / cost)])
-
-
-class _Buffers:
-    """Reused scratch memory: fresh multi-MB temporaries each window cost page faults."""
-
-    def __init__(self) -> None:
-        self.P = np.empty(0, np.int64)
-        self.X = np.empty(0, np.int64)
-
-    def get(self, name: str, rows: int, cols: int) -> np.ndarray:
-        buf = getattr(self, name)
-        if buf.shape[0] < rows * cols:
-            buf = np.empty(max(rows * cols, 2 * buf.shape[0]), np.int64)
-            setattr(self, name, buf)
-        return buf[:rows * cols].reshape(rows, cols)
-
-
 def run_windowed(kern: Any) -> Any:
     """StepKernel.run for a policy with ``decide_with_horizon``; returns the same StepOutcome."""
-    from simulator._kernel import CTX, ENG, GEN, GID, LEN, PLEN, POS, PRED
+    from simulator._kernel import CTX, ENG, GEN, GID, LEN, POS
 
-    spec, acc, policy, cost, out = kern.spec, kern.acc, kern.policy, kern.cost, kern.out
-    E = spec.n_engines
-    kmax = acc.kmax
+    spec, acc, cost, out = kern.spec, kern.acc, kern.cost, kern.out
+    E, kmax = spec.n_engines, acc.kmax
     match, plen_at = acc.match, acc.proposal_len
     cap = int(spec.kv_capacity)
     tri = (np.arange(kmax + 1) + 1) * (np.arange(kmax + 1) + 2) // 2  # causal pairs of a k+1 verify
-    grid = _Grid(E, kern.timeline.every)
+    grid = Grid(E, kern.timeline.every)
+    buf = Buffers()
     needs_cmax = getattr(cost, "reads_context_max", lambda: True)
-    buf = _Buffers()
     last_t = np.zeros(E)
     drafted = req_iters = 0
     gain = 0.5  # accepted per drafted token, measured on the previous window (steers W only)
     kern._admit(np.arange(E))
     while kern.S.shape[1]:
-        S, F, active, seg = kern.S, kern.F, kern.active, kern.seg
+        S, active, seg = kern.S, kern.active, kern.seg
         n, A = S.shape[1], active.shape[0]
         cnt_a = kern.cnt[active]
         gen, pos, ctx = S[GEN], S[POS], S[CTX]
         c_sum0 = np.add.reduceat(ctx, seg)
-        kv_used = np.zeros(E)
-        kv_used[active] = c_sum0 / float(cap)
-        zeros = np.zeros(n, np.int32)
-        state = PolicyState(
-            engine=S[ENG], request=S[GID], generated=gen, prompt_len=S[PLEN], predicted_len=F[PRED],
-            last_drafted=zeros, last_accepted=zeros, accept_ema=np.full(n, np.nan),
-            batch_size=kern.cnt, kv_used=kv_used, iteration=kern.iters, last_iter_time=last_t,
-            kmax=kmax, max_len=kern.max_len, step=kern.step)
-        k, horizon = policy.decide_with_horizon(state)
-        k = np.minimum(k, kmax)
-        np.maximum(k, 0, out=k)
-        until = S[LEN] if horizon is None else np.minimum(S[LEN], horizon)
-        lead = until - gen  # tokens to the request's next event (finish or horizon), >= 1
-        W = _choose_window(lead, 1.0 + gain * k, seg, (cap - c_sum0).astype(np.float64))
-        stop = lead
-        stop += pos  # ... as a flat position
+        k, horizon, floor = _decide(kern, c_sum0, last_t)
+        to_end = S[LEN] - gen
+        # Tokens to the horizon where it comes before the finish (far away otherwise: no overflow).
+        to_hz = None if horizon is None else np.where(horizon < S[LEN], horizon - gen, 1 << 40)
+        allowed = _absorbable_finishes(kern, active, cnt_a, floor)
+        W = choose_window(to_end, to_hz, 1.0 + gain * k, seg, cnt_a, allowed, (cap - c_sum0).astype(float))
 
         # Chase W iterations of every request: P[j] is the position before iteration j. Rows hold
         # P[j] - j while chasing (then the gather reads match[j:] and the +1 of the target's token
@@ -173,68 +83,76 @@ def run_windowed(kern: Any) -> Any:
             np.add(P[j], m, out=P[j + 1])
         P += np.arange(W + 1)[:, None]
 
-        # Each engine's first event: the first iteration after which a request reached its stop,
-        # or after which its KV use (sum of contexts) passed capacity.
-        ev = np.full(A, W, np.int64)
-        hit = np.flatnonzero(P[W] >= stop)
-        eng_of = np.repeat(np.arange(A), cnt_a)  # active-engine index of each column
-        if hit.size:
-            np.minimum.at(ev, eng_of[hit], (P[1:, hit] < stop[hit]).sum(axis=0))
-        csum = np.add.reduceat(P, seg, axis=1)  # (W+1, A): row j = contexts before iteration j
+        # Events. Requests that got to their finish or horizon within the window (few):
+        ev = np.full(A, W, np.int64)  # per engine: the iteration of its window-ending event
+        gone = _first_events(P, W, pos, to_end, to_hz, cnt_a, allowed, ev)
+        # Sums of contexts per engine, row r = before iteration r; a request finishing in iteration
+        # f leaves the sums from row f+1 (the cost of iteration f+1 on), and the KV check after
+        # iteration r-1 still counts it at row f+1.
+        off = ctx - pos  # context = position + off, fixed per request
+        csum = np.add.reduceat(P, seg, axis=1)
         csum += c_sum0 - csum[0]
-        if (csum[W] > cap).any():
-            np.minimum(ev, (csum[1:] <= cap).sum(axis=0), out=ev)
+        rows = np.arange(W + 1)[:, None]
+        csum_kv, dead = csum, None
+        if gone is not None:
+            g_col, g_eng, g_fin, groups, g_first = gone
+            Y = P[:, g_col] + off[g_col]
+            dead = rows > g_fin  # (W+1, G): row j without the request
+            csum_kv = csum.copy()
+            csum_kv[:, groups] -= np.add.reduceat(Y * (rows > g_fin + 1), g_first, axis=1)
+            csum[:, groups] -= np.add.reduceat(Y * dead, g_first, axis=1)
+        over = csum_kv[1:] > cap
+        if over.any():
+            np.minimum(ev, np.where(over.any(axis=0), over.argmax(axis=0), W), out=ev)
         w = np.minimum(ev + 1, W)
         ar = np.arange(A)
-        kv_hit = csum[w, ar] > cap
-        valid = np.arange(W)[:, None] < w
+        kv_hit = csum_kv[w, ar] > cap
+        valid = rows[:W] < w
 
         # Cost-model features of every (iteration, engine) pair, exactly as the lockstep kernel
         # builds them one iteration at a time (integer sums, converted once).
-        off = ctx - pos  # context = position + off, fixed per request
         Pw = P[:W]
         X = buf.get("X", W, n)
         k_hi = np.maximum.reduceat(k, seg)
-        c_max = (_context_max(Pw, off, ctx, seg, eng_of, k_hi * W, X) if needs_cmax()
-                 else np.zeros(A))  # the cost model would multiply it by 0 (or never read it)
+        cnt = cnt_a
+        is_gone = None
+        if gone is not None:
+            dead = dead[:W]
+            cnt = np.repeat(cnt_a[None, :], W, axis=0)
+            cnt[:, groups] -= np.add.reduceat(dead.astype(np.int64), g_first, axis=1)
+            is_gone = np.zeros(n, bool)
+            is_gone[g_col] = True
         if plen_at is None:
-            draft_i = np.add.reduceat(k, seg)
-            q_max = k_hi + 1.0
-            if (np.minimum.reduceat(k, seg) == k_hi).all():
-                # One draft length per engine (fixed, ar, das before history): the pairs are
-                # (k+1) * contexts + n * tri[k], no pass over the window.
-                qc = csum[:W] * (k_hi + 1) + cnt_a * tri[k_hi]
-            else:
-                np.multiply(Pw, k + 1, out=X)
-                qc = np.add.reduceat(X, seg, axis=1)
-                qc += np.add.reduceat(off * (k + 1) + tri[k], seg)
-            drafted += int((draft_i * w).sum())
-            draft = draft_i.astype(np.float64)
+            draft, q_max, qc = _features_fixed_k(k, k_hi, seg, cnt, csum, Pw, off, tri, X, gone, dead)
         else:
-            # The drafter's proposal length clips k per position (it never changes acceptance:
-            # match <= proposal_len), so q, drafts and pairs vary per iteration.
-            kk = np.minimum(plen_at.take(Pw, mode="clip"), k)
-            draft_i = np.add.reduceat(kk, seg, axis=1)
-            q_max = np.maximum.reduceat(kk, seg, axis=1) + 1.0
-            qc = np.add.reduceat((kk + 1) * (Pw + off) + tri[kk], seg, axis=1)
-            drafted += int(draft_i[valid].sum())
-            draft = draft_i.astype(np.float64)
-        n_f = cnt_a.astype(np.float64)
-        t = _price(cost, valid, n_f, draft, q_max, csum[:W], c_max, qc)
+            draft, q_max, qc = _features_proposals(plen_at, k, seg, Pw, off, tri, gone, dead)
+        c_max = (context_max(Pw, off, ctx, seg, cnt_a, k_hi * W, None if gone is None else g_col, is_gone,
+                             None if gone is None else dead, X)
+                 if needs_cmax() else np.zeros(A))  # the cost model would multiply it by 0 or never read it
+        drafted += int((draft * valid).sum()) if draft.ndim == 2 else int((draft * w).sum())
+        t = price(cost, valid, cnt.astype(np.float64), draft.astype(np.float64), q_max, csum[:W], c_max, qc)
 
         # Clocks: row j = clock before iteration j; zeros past an engine's event add nothing.
         clock = np.empty((W + 1, A))
         clock[0] = kern.clock[active]
         clock[1:] = t
         np.cumsum(clock, axis=0, out=clock)
-        grid.record(kern.iters[active], w, active, clock, cnt_a, t)
+        g0 = kern.iters[active].copy()
+        grid.record(g0, w, active, clock, cnt, t)
         kern.clock[active] = clock[W]
         kern.iters[active] += w
         last_t[active] = t[w - 1, ar]
-        steps = int((cnt_a * w).sum())
+        steps = int((cnt * valid).sum()) if cnt.ndim == 2 else int((cnt * w).sum())
         req_iters += steps
 
-        moved = P.ravel().take(np.repeat(w * n, cnt_a) + np.arange(n))
+        # Positions after each request's last kept iteration (its finish, for one that left).
+        row = np.repeat(w, cnt_a)
+        left = None
+        if gone is not None:
+            through = g_fin < w[g_eng] - 1
+            left = (g_col[through], g_eng[through], g_fin[through], S[GID, g_col[through]])
+            row[left[0]] = left[2] + 1
+        moved = P.ravel().take(row * n + np.arange(n))
         moved -= pos
         window_drafted = int((np.add.reduceat(k, seg) * w).sum())
         if window_drafted:
@@ -243,6 +161,10 @@ def run_windowed(kern: Any) -> Any:
         done = S[GEN] >= S[LEN]
         if done.any():
             kern._finish(done)
+        if left is not None and left[0].size:  # those that left mid-window ended at their own iteration
+            loc = left[3] - kern.rid_base
+            out.end_s[loc] = clock[left[2] + 1, left[1]]
+            out.iterations[loc] = g0[left[1]] + left[2] + 1 - kern.start_iter[loc]
         if kv_hit.any() and kern.S.shape[1]:
             kv = np.bincount(kern.S[ENG], weights=kern.S[CTX], minlength=E)
             if (kv > cap).any():
@@ -255,40 +177,107 @@ def run_windowed(kern: Any) -> Any:
     return out
 
 
-def _context_max(Pw: np.ndarray, off: np.ndarray, ctx: np.ndarray, seg: np.ndarray, eng_of: np.ndarray,
-                 reach: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """float (W, A): longest context of each engine before each iteration of the window.
+def _decide(kern: Any, c_sum0: np.ndarray, last_t: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(k clipped to [0, kmax], horizon or None, batch floor or None) for every active request."""
+    from simulator._kernel import ENG, GEN, GID, PLEN, PRED
 
-    Only requests within ``reach`` (W x the engine's largest k) tokens of the engine's longest
-    context can overtake it in W iterations (each iteration adds at most k+1 tokens to one and at
-    least 1 to the leader), so the max runs over those few columns, not the whole window.
-    """
-    lead = np.maximum.reduceat(ctx, seg)
-    cand = np.flatnonzero(ctx >= (lead - reach)[eng_of])
-    if cand.shape[0] * 2 > ctx.shape[0]:
-        np.add(Pw, off, out=X)
-        return np.maximum.reduceat(X, seg, axis=1).astype(np.float64)
-    # Every engine keeps its own leader, so each segment start has a candidate.
-    starts = np.searchsorted(cand, seg)
-    return np.maximum.reduceat(Pw[:, cand] + off[cand], starts, axis=1).astype(np.float64)
+    S, E, n = kern.S, kern.spec.n_engines, kern.S.shape[1]
+    kv_used = np.zeros(E)
+    kv_used[kern.active] = c_sum0 / float(kern.spec.kv_capacity)
+    zeros = np.zeros(n, np.int32)  # fields the contract says the policy does not read
+    state = PolicyState(
+        engine=S[ENG], request=S[GID], generated=S[GEN], prompt_len=S[PLEN], predicted_len=kern.F[PRED],
+        last_drafted=zeros, last_accepted=zeros, accept_ema=np.full(n, np.nan), batch_size=kern.cnt,
+        kv_used=kv_used, iteration=kern.iters, last_iter_time=last_t, kmax=kern.acc.kmax,
+        max_len=kern.max_len, step=kern.step)
+    k, horizon, floor = kern.policy.decide_with_horizon(state)
+    k = np.minimum(k, kern.acc.kmax)
+    np.maximum(k, 0, out=k)
+    return k, horizon, floor
 
 
-def _price(cost: Any, valid: np.ndarray, n: np.ndarray, draft: np.ndarray, q_max: np.ndarray,
-           c_sum: np.ndarray, c_max: np.ndarray, qc: np.ndarray) -> np.ndarray:
-    """(W, A) seconds of the kept (iteration, engine) pairs, 0 elsewhere: one cost-model call over
-    just the kept pairs (the model is elementwise, so each value is what a one-iteration call gives).
-    ``n`` is per engine (A,); ``draft`` and ``q_max`` per engine or per pair; the rest per pair."""
-    W, A = valid.shape
-    vi = np.flatnonzero(valid)
-    cols = vi % A
+def _absorbable_finishes(kern: Any, active: np.ndarray, cnt: np.ndarray, floor: np.ndarray | None
+                         ) -> np.ndarray:
+    """Per active engine, how many finishes a window can run through: none where the engine would
+    admit queued or preempted requests, else as many as keep its batch at the policy's floor (the
+    last request's finish always ends the window)."""
+    allowed = cnt - 1 if floor is None else np.minimum(cnt - np.maximum(floor[active], 1), cnt - 1)
+    pending = kern.qptr[active] < kern.qend[active]
+    if kern.n_requeued:
+        pending |= np.array([bool(kern.requeued[e]) for e in active.tolist()], dtype=bool)
+    return np.where(pending, 0, np.maximum(allowed, 0))
 
-    def pick(x: np.ndarray) -> np.ndarray:
-        return x[cols] if x.ndim == 1 else x.reshape(W * A).take(vi)
 
-    nv = n[cols]
-    dv = pick(draft)
-    batch = IterationBatch(n=nv, q_sum=nv + dv, q_max=pick(q_max), c_sum=pick(c_sum).astype(np.float64),
-                           c_max=pick(c_max), qc_sum=pick(qc).astype(np.float64), draft_tokens=dv)
-    t = np.zeros(W * A)
-    t[vi] = cost.iteration_time(batch)
-    return t.reshape(W, A)
+def _first_events(P: np.ndarray, W: int, pos: np.ndarray, to_end: np.ndarray, to_hz: np.ndarray | None,
+                  cnt: np.ndarray, allowed: np.ndarray, ev: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """Lower ``ev`` (per engine) to the iteration of each engine's first horizon crossing and of its
+    (allowed+1)-th finish; return the requests that finish before that one (they leave mid-window):
+    (columns, engine, finish iteration, engines with any, their first index), grouped by engine."""
+    end = pos + to_end
+    stop = end if to_hz is None else pos + np.minimum(to_end, to_hz)
+    hit = np.flatnonzero(P[W] >= stop)
+    if hit.size == 0:
+        return None
+    eng = np.repeat(np.arange(cnt.shape[0]), cnt)[hit]
+    after = P[1:, hit]
+    if to_hz is not None:
+        np.minimum.at(ev, eng, (after < (pos + to_hz)[hit]).sum(axis=0))
+    fin = (after < end[hit]).sum(axis=0)
+    f = fin < W
+    if not f.any():
+        return None
+    col, eng, fin = hit[f], eng[f], fin[f]
+    order = np.lexsort((fin, eng))
+    col, eng, fin = col[order], eng[order], fin[order]
+    rank = np.arange(col.shape[0]) - np.searchsorted(eng, eng)
+    ending = rank == allowed[eng]
+    np.minimum.at(ev, eng[ending], fin[ending])
+    sel = rank < allowed[eng]
+    if not sel.any():
+        return None
+    col, eng, fin = col[sel], eng[sel], fin[sel]
+    groups, first = np.unique(eng, return_index=True)
+    return col, eng, fin, groups, first
+
+
+def _features_fixed_k(k, k_hi, seg, cnt, csum, Pw, off, tri, X, gone, dead):
+    """(draft, q_max, pairs) per engine or per (iteration, engine), for a k fixed per request."""
+    W = Pw.shape[0]
+    draft = np.add.reduceat(k, seg)
+    one_k = bool((np.minimum.reduceat(k, seg) == k_hi).all())
+    if one_k:
+        # One draft length per engine (fixed, ar, das before history): the pairs are
+        # (k+1) * contexts + n * tri[k], no pass over the window.
+        qc = csum[:W] * (k_hi + 1) + cnt * tri[k_hi]
+    else:
+        np.multiply(Pw, k + 1, out=X)
+        qc = np.add.reduceat(X, seg, axis=1)
+        qc += np.add.reduceat(off * (k + 1) + tri[k], seg)
+    if gone is None:
+        return draft, k_hi + 1.0, qc
+    col, _, fin, groups, first = gone
+    kg = k[col]
+    if not one_k:
+        qc[:, groups] -= np.add.reduceat(((kg + 1) * (Pw[:, col] + off[col]) + tri[kg]) * dead, first, axis=1)
+    draft = np.repeat(draft[None, :], W, axis=0)
+    draft[:, groups] -= np.add.reduceat(kg * dead, first, axis=1)
+    # Largest draft among the requests still there: the staying ones', or a leaving one's before it left.
+    stay = k.copy()
+    stay[col] = -1
+    q_hi = np.repeat(np.maximum.reduceat(stay, seg)[None, :], W, axis=0)
+    q_hi[:, groups] = np.maximum(q_hi[:, groups], np.maximum.reduceat(np.where(dead, -1, kg), first, axis=1))
+    return draft, q_hi + 1.0, qc
+
+
+def _features_proposals(plen_at, k, seg, Pw, off, tri, gone, dead):
+    """(draft, q_max, pairs) per (iteration, engine) when the drafter's proposal length clips k per
+    position (it never changes acceptance: match <= proposal_len)."""
+    kk = np.minimum(plen_at.take(Pw, mode="clip"), k)
+    if gone is not None:  # a request that left drafts nothing and adds no pairs
+        kk[:, gone[0]] = np.where(dead, 0, kk[:, gone[0]])
+    pairs = (kk + 1) * (Pw + off) + tri[kk]
+    if gone is not None:
+        pairs[:, gone[0]] = np.where(dead, 0, pairs[:, gone[0]])
+    return (np.add.reduceat(kk, seg, axis=1), np.maximum.reduceat(kk, seg, axis=1) + 1.0,
+            np.add.reduceat(pairs, seg, axis=1))

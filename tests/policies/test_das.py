@@ -110,7 +110,7 @@ def test_decision_holds_until_the_horizon(params):
     rng = np.random.default_rng(7)
     for _ in range(20):
         s = _random_state(rng)
-        k, h = p.decide_with_horizon(s)
+        k, h, _ = p.decide_with_horizon(s)
         assert np.array_equal(k, p.decide(s))
         assert (h > s.generated).all()
         gen0 = s.generated.copy()
@@ -168,3 +168,30 @@ def test_class_horizon_when_long_overrides_short():
     assert cls.tolist() == [SHORT, SHORT, MEDIUM, LONG]
     assert h[:3].tolist() == [200, 200, 200]
     assert (length_class(pred[:3], h[:3], 1000, long_frac=0.2, short_frac=0.6) == LONG).all()
+
+
+@pytest.mark.parametrize("params", PARAMS)
+def test_decision_of_the_others_holds_while_the_batch_stays_at_the_floor(params):
+    # Contract: requests may leave an engine without changing the others' decisions as long as
+    # the engine's batch size stays >= its floor (the batch size itself when it depends on who
+    # stays: token quota, closed form).
+    p = make_policy("das", **params)
+    rng = np.random.default_rng(9)
+    for _ in range(20):
+        s = _random_state(rng, engines=4)
+        s.batch_size = np.bincount(s.engine, minlength=4).astype(np.int32)
+        k, _, floor = p.decide_with_horizon(s)
+        assert floor.shape == (4,) and (floor <= np.maximum(s.batch_size, 1)).all() and (floor >= 1).all()
+        if p.params.token_quota >= 0 or p.params.mode != "schedule":
+            assert np.array_equal(floor, s.batch_size)
+        # drop random requests of each engine, down to its floor at most
+        room = (s.batch_size - floor)[s.engine]
+        drop = rng.random(s.n) < 0.5
+        rank = np.arange(s.n) - np.searchsorted(s.engine, s.engine)
+        keep = ~(drop & (rank < room))
+        sub = state(s.engine[keep], kmax=s.kmax, predicted_len=s.predicted_len[keep],
+                    generated=s.generated[keep])
+        sub.max_len = s.max_len
+        sub.batch_size = np.bincount(s.engine[keep], minlength=4).astype(np.int32)
+        assert (sub.batch_size >= floor).all()
+        assert np.array_equal(p.decide(sub), k[keep])

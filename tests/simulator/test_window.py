@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import simulator._window as window
+import simulator._windowparts as windowparts
 from calibration import CostProfile, load_profile
 from calibration._costmodel import allreduce_time
 from policies import make_policy
@@ -136,7 +137,7 @@ def test_results_do_not_depend_on_the_window_length(monkeypatch, choices):
                     cost=load_profile("h100-sxm:qwen2.5-7b"), predicted=pred)
 
     ref = run()
-    monkeypatch.setattr(window, "_W_CHOICES", np.array(choices))
+    monkeypatch.setattr(windowparts, "W_CHOICES", np.array(choices))
     _assert_same(ref, run())
 
 
