@@ -142,28 +142,15 @@ def rollout_keys(seed: int, step: int, prompt_id: np.ndarray, sample: np.ndarray
     return x
 
 
-def _position_bits(keys: np.ndarray, lens: np.ndarray, local: np.ndarray | None = None) -> np.ndarray:
-    """uint32 hash of (key, position t within its rollout) for every position, concatenated.
-
-    ``local``: the positions t (uint32, from :func:`_local_positions`) when the caller has them.
-    """
+def _position_bits(keys: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """uint32 hash of (key, position t within its rollout) for every position, concatenated."""
+    total = int(lens.sum())
+    starts = np.cumsum(lens) - lens
     with np.errstate(over="ignore"):
-        if local is None:
-            total = int(lens.sum())
-            base = keys - ((np.cumsum(lens) - lens).astype(np.uint32) * _GOLDEN)
-            x = np.repeat(base, lens)
-            x += np.arange(total, dtype=np.uint32) * _GOLDEN
-        else:  # key + t * golden: the same value (mod 2^32) as above, one repeat less
-            x = np.repeat(keys, lens)
-            x += local * _GOLDEN
+        base = keys - (starts.astype(np.uint32) * _GOLDEN)
+        x = np.repeat(base, lens)
+        x += np.arange(total, dtype=np.uint32) * _GOLDEN
     return _fmix32(x)
-
-
-def _local_positions(lens: np.ndarray) -> np.ndarray:
-    """uint32: each position's index t within its rollout, concatenated over rollouts."""
-    local = np.arange(int(lens.sum()), dtype=np.uint32)
-    local -= np.repeat((np.cumsum(lens) - lens).astype(np.uint32), lens)
-    return local
 
 
 def _to_unit(bits: np.ndarray) -> np.ndarray:
@@ -264,8 +251,7 @@ class ParametricAcceptance(AcceptanceSource):
         c = (1.0 - mean) / np.maximum(mean, 1e-6)
         return ((1.0 - self.spread) * mean + self.spread * v ** c).astype(np.float32)
 
-    def _thresholds(self, req_alpha: np.ndarray, lo: int, hi: int, lens: np.ndarray,
-                    local: np.ndarray) -> np.ndarray:
+    def _thresholds(self, req_alpha: np.ndarray, lo: int, hi: int, lens: np.ndarray) -> np.ndarray:
         """uint32 thresholds (accept when bits < threshold) per position of rollouts [lo, hi)."""
         def to_u32(p: np.ndarray) -> np.ndarray:
             return np.minimum(np.asarray(p, np.float64) * 2.0**32, 2.0**32 - 1).astype(np.uint32)
@@ -278,7 +264,10 @@ class ParametricAcceptance(AcceptanceSource):
             t = np.arange(max(int(lens.max()), 1 << 14), dtype=np.float64)
             self._decay_table = to_u32(self.alpha_end + (self.alpha - self.alpha_end)
                                        * np.exp(-t / self.decay_tokens))
-        return self._decay_table[local]
+        # Each rollout's thresholds are the table's first L entries: concatenated slices (one
+        # memcpy per rollout) instead of a gather by position.
+        table = self._decay_table
+        return np.concatenate([table[:n] for n in lens.tolist()])
 
     def prepare(self, rollouts: StepRollouts, seed: int) -> StepAcceptance:
         ro = rollouts
@@ -290,13 +279,11 @@ class ParametricAcceptance(AcceptanceSource):
         keys = rollout_keys(seed, ro.step, ro.prompt_id, ro.sample, stream=1)
         for lo, hi in _chunks(lens):
             ln = lens[lo:hi]
+            bits = _position_bits(keys[lo:hi], ln)
             if self.spread == 0.0:
                 # Compare the raw bits with integer thresholds: no float array per position.
-                local = _local_positions(ln)
-                bits = _position_bits(keys[lo:hi], ln, local)
-                fail = bits >= self._thresholds(req_alpha, lo, hi, ln, local)
+                fail = bits >= self._thresholds(req_alpha, lo, hi, ln)
             else:
-                bits = _position_bits(keys[lo:hi], ln)
                 fail = _to_unit(bits) >= self._latent_p(ro, seed, req_alpha, lo, hi, ln)
             fail[np.cumsum(ln) - 1] = True  # the last token is always the target's own
             match[offsets[lo]:offsets[hi]] = match_from_failures(fail, self.kmax)

@@ -12,7 +12,7 @@ from calibration import IterationBatch
 # Window lengths tried, and rough costs (seconds) of a window (fixed and per request), of one chased
 # iteration and of one chased request-iteration. They only steer the choice of W (speed), never results.
 W_CHOICES = np.array([1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256])
-_COST_WINDOW, _COST_WINDOW_REQ, _COST_STEP, _COST_REQ = 150e-6, 40e-9, 3e-6, 5e-9
+_COST_WINDOW, _COST_WINDOW_REQ, _COST_STEP, _COST_REQ = 470e-6, 40e-9, 8.7e-6, 11e-9
 
 
 class Grid:

@@ -85,11 +85,24 @@ def test_bad_parametric_parameters():
         ParametricAcceptance(model="weird")
 
 
-def test_position_bits_from_local_positions_equal_the_direct_hash():
-    from simulator._acceptance import _local_positions, _position_bits, rollout_keys
 
-    lens = np.array([1, 5, 300, 17, 4096], np.int64)
-    keys = rollout_keys(3, 1, np.arange(5), np.zeros(5), stream=1)
-    local = _local_positions(lens)
-    assert local.tolist()[:7] == [0, 0, 1, 2, 3, 4, 0]
-    assert np.array_equal(_position_bits(keys, lens, local), _position_bits(keys, lens))
+@pytest.mark.parametrize("model", ["iid", "decay", "beta"])
+def test_parametric_match_equals_a_direct_per_position_reference(model):
+    from simulator._acceptance import _position_bits, rollout_keys
+
+    ro = _rollouts([1, 7, 300, 2000, 45, 5000])
+    src = ParametricAcceptance(model=model, alpha=0.8, alpha_end=0.4, decay_tokens=700, kmax=5)
+    acc = src.prepare(ro, seed=9)
+    lens = ro.response_len
+    t = np.concatenate([np.arange(n) for n in lens])
+    if model == "iid":
+        p = np.full(t.size, 0.8)
+    elif model == "decay":
+        p = 0.4 + (0.8 - 0.4) * np.exp(-t.astype(np.float64) / 700)
+    else:
+        p = np.repeat(src._request_alpha(ro, 9), lens)
+    thr = np.minimum(p * 2.0**32, 2.0**32 - 1).astype(np.uint32)
+    bits = _position_bits(rollout_keys(9, ro.step, ro.prompt_id, ro.sample, stream=1), lens)
+    fail = bits >= thr
+    fail[np.cumsum(lens) - 1] = True
+    assert np.array_equal(acc.match[:t.size], match_from_failures(fail, 5))
