@@ -87,6 +87,12 @@ class CostProfile:
         simulator skip computing it."""
         return self.coefficients["a"] != 1.0 or (self.ranges is not None and not self._warned)
 
+    def reads_query_max(self) -> bool:
+        """Whether iteration_time still reads ``IterationBatch.q_max`` (a or b < 1, or the range
+        check until it has warned)."""
+        c = self.coefficients
+        return c["a"] != 1.0 or c["b"] != 1.0 or (self.ranges is not None and not self._warned)
+
     def prefill_time(self, prompt_lens: np.ndarray) -> float:
         """Seconds to prefill these prompts together in one forward (no cached context)."""
         q = np.asarray(prompt_lens, dtype=np.float64).reshape(-1)

@@ -76,10 +76,19 @@ class StepAcceptance:
     conf_builder: Callable[[], np.ndarray] | None = field(default=None, repr=False)
     """Builds the per-position confidence, 1-D (parametric) or 2-D (trace), on first use."""
     _conf: np.ndarray | None = field(default=None, repr=False)
+    _match1: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def has_confidence(self) -> bool:
         return self.conf_builder is not None
+
+    @property
+    def match1(self) -> np.ndarray:
+        """int8 ``match + 1``: the tokens a verify at each position emits when the draft is at
+        least m_t long. Built on first use and kept (the windowed kernel's inner step reads it)."""
+        if self._match1 is None:
+            self._match1 = self.match + np.int8(1)
+        return self._match1
 
     def conf_at(self, pos: np.ndarray) -> np.ndarray:
         """float32 (n, kmax): confidence of each proposed token for requests at flat positions pos."""

@@ -10,7 +10,8 @@ call and ~40 bookkeeping calls per iteration, each *window*:
 
 1. decides once for every active request (draft length k, horizon, batch floor);
 2. chases W iterations of every active request at once,
-   ``pos[j+1] = pos[j] + min(k, m_{pos[j]}) + 1``: three numpy calls per iteration;
+   ``pos[j+1] = min(pos[j] + min(k, m_{pos[j]}) + 1, end)``: four numpy calls per iteration
+   (a request that finished stays at its end, so what it leaves behind is known);
 3. finds each engine's first event and keeps its iterations up to and including it (w_e <= W);
    an engine never interacts with another before the barrier, so the others need not stop;
    requests that finish earlier in the window leave the engine's sums from the next iteration;
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from policies import PolicyState
-from simulator._windowparts import Buffers, Grid, choose_window, context_max, price
+from simulator._windowparts import Buffers, Grid, choose_window, context_max, first_at_least, price
 
 
 def has_fast_path(policy: Any) -> bool:
@@ -46,12 +47,13 @@ def run_windowed(kern: Any) -> Any:
 
     spec, acc, cost, out = kern.spec, kern.acc, kern.cost, kern.out
     E, kmax = spec.n_engines, acc.kmax
-    match, plen_at = acc.match, acc.proposal_len
+    match1, plen_at = acc.match1, acc.proposal_len
     cap = int(spec.kv_capacity)
     tri = (np.arange(kmax + 1) + 1) * (np.arange(kmax + 1) + 2) // 2  # causal pairs of a k+1 verify
     grid = Grid(E, kern.timeline.every)
     buf = Buffers()
     needs_cmax = getattr(cost, "reads_context_max", lambda: True)
+    needs_qmax = getattr(cost, "reads_query_max", lambda: True)
     last_t = np.zeros(E)
     drafted = req_iters = 0
     gain = 0.5  # accepted per drafted token, measured on the previous window (steers W only)
@@ -69,66 +71,59 @@ def run_windowed(kern: Any) -> Any:
         allowed = _absorbable_finishes(kern, active, cnt_a, floor)
         W = choose_window(to_end, to_hz, 1.0 + gain * k, seg, cnt_a, allowed, (cap - c_sum0).astype(float))
 
-        # Chase W iterations of every request: P[j] is the position before iteration j. Rows hold
-        # P[j] - j while chasing (then the gather reads match[j:] and the +1 of the target's token
-        # needs no call); positions past an event are discarded below, and mode="clip" keeps a
-        # chase past the last rollout inside the array.
-        k8 = k.astype(np.int8)
+        # Chase W iterations of every request: P[j] is the position before iteration j, clamped
+        # at the response's end (mode="clip" keeps the gather in the array regardless).
+        end = pos + to_end
+        k1 = (k + 1).astype(np.int8)
         P = buf.get("P", W + 1, n)
         P[0] = pos
         m = np.empty(n, np.int8)
         for j in range(W):
-            np.take(match[j:], P[j], out=m, mode="clip")
-            np.minimum(m, k8, out=m)
+            np.take(match1, P[j], out=m, mode="clip")
+            np.minimum(m, k1, out=m)
             np.add(P[j], m, out=P[j + 1])
-        P += np.arange(W + 1)[:, None]
+            np.minimum(P[j + 1], end, out=P[j + 1])
 
-        # Events. Requests that got to their finish or horizon within the window (few):
-        ev = np.full(A, W, np.int64)  # per engine: the iteration of its window-ending event
-        gone = _first_events(P, W, pos, to_end, to_hz, cnt_a, allowed, ev)
-        # Sums of contexts per engine, row r = before iteration r; a request finishing in iteration
-        # f leaves the sums from row f+1 (the cost of iteration f+1 on), and the KV check after
-        # iteration r-1 still counts it at row f+1.
-        off = ctx - pos  # context = position + off, fixed per request
-        csum = np.add.reduceat(P, seg, axis=1)
+        # Events: each engine's first horizon crossing and (allowed+1)-th finish (``ev``); the
+        # finishes before that leave the engine's sums from the next iteration on.
+        ev = np.full(A, W, np.int64)
+        gone = _first_events(P, W, pos, end, to_hz, cnt_a, allowed, ev)
+        csum = np.add.reduceat(P, seg, axis=1)  # (W+1, A): row r = contexts before iteration r
         csum += c_sum0 - csum[0]
-        rows = np.arange(W + 1)[:, None]
-        csum_kv, dead = csum, None
+        off = ctx - pos  # context = position + off, fixed per request
+        csum_kv, final = csum, None
         if gone is not None:
-            g_col, g_eng, g_fin, groups, g_first = gone
-            Y = P[:, g_col] + off[g_col]
-            dead = rows > g_fin  # (W+1, G): row j without the request
-            csum_kv = csum.copy()
-            csum_kv[:, groups] -= np.add.reduceat(Y * (rows > g_fin + 1), g_first, axis=1)
-            csum[:, groups] -= np.add.reduceat(Y * dead, g_first, axis=1)
+            g_col, g_eng, g_fin = gone
+            final = end[g_col] + off[g_col]  # a leaver's context, constant once it has finished
+            # Row r without a request that finished in iteration f: r >= f+1 for the cost of
+            # iteration r, r >= f+2 for the KV check after iteration r-1 (it is still there).
+            csum_kv = csum - _from_row(final, g_fin + 2, g_eng, W + 1, A)
+            csum -= _from_row(final, g_fin + 1, g_eng, W + 1, A)
         over = csum_kv[1:] > cap
         if over.any():
             np.minimum(ev, np.where(over.any(axis=0), over.argmax(axis=0), W), out=ev)
         w = np.minimum(ev + 1, W)
         ar = np.arange(A)
         kv_hit = csum_kv[w, ar] > cap
-        valid = rows[:W] < w
+        valid = np.arange(W)[:, None] < w
 
         # Cost-model features of every (iteration, engine) pair, exactly as the lockstep kernel
         # builds them one iteration at a time (integer sums, converted once).
         Pw = P[:W]
         X = buf.get("X", W, n)
-        k_hi = np.maximum.reduceat(k, seg)
         cnt = cnt_a
-        is_gone = None
         if gone is not None:
-            dead = dead[:W]
-            cnt = np.repeat(cnt_a[None, :], W, axis=0)
-            cnt[:, groups] -= np.add.reduceat(dead.astype(np.int64), g_first, axis=1)
-            is_gone = np.zeros(n, bool)
-            is_gone[g_col] = True
+            cnt = cnt_a - _from_row(np.ones_like(g_col), g_fin + 1, g_eng, W, A)
         if plen_at is None:
-            draft, q_max, qc = _features_fixed_k(k, k_hi, seg, cnt, csum, Pw, off, tri, X, gone, dead)
+            draft, q_max, qc = _features_fixed_k(k, seg, cnt, csum, Pw, off, tri, X, gone, final,
+                                                 needs_qmax())
         else:
-            draft, q_max, qc = _features_proposals(plen_at, k, seg, Pw, off, tri, gone, dead)
-        c_max = (context_max(Pw, off, ctx, seg, cnt_a, k_hi * W, None if gone is None else g_col, is_gone,
-                             None if gone is None else dead, X)
-                 if needs_cmax() else np.zeros(A))  # the cost model would multiply it by 0 or never read it
+            draft, q_max, qc = _features_proposals(plen_at, k, seg, Pw, off, tri, gone)
+        c_max = np.zeros(A)  # the cost model would multiply it by 0 or never read it
+        if needs_cmax():
+            dead = None if gone is None else np.arange(W)[:, None] > g_fin
+            c_max = context_max(Pw, off, ctx, seg, cnt_a, np.maximum.reduceat(k, seg) * W,
+                                None if gone is None else g_col, dead, X)
         drafted += int((draft * valid).sum()) if draft.ndim == 2 else int((draft * w).sum())
         t = price(cost, valid, cnt.astype(np.float64), draft.astype(np.float64), q_max, csum[:W], c_max, qc)
 
@@ -145,26 +140,24 @@ def run_windowed(kern: Any) -> Any:
         steps = int((cnt * valid).sum()) if cnt.ndim == 2 else int((cnt * w).sum())
         req_iters += steps
 
-        # Positions after each request's last kept iteration (its finish, for one that left).
-        row = np.repeat(w, cnt_a)
-        left = None
-        if gone is not None:
-            through = g_fin < w[g_eng] - 1
-            left = (g_col[through], g_eng[through], g_fin[through], S[GID, g_col[through]])
-            row[left[0]] = left[2] + 1
-        moved = P.ravel().take(row * n + np.arange(n))
+        # Positions after each request's last kept iteration (a leaver's end: the chase kept it there).
+        moved = P.ravel().take(np.repeat(w * n, cnt_a) + np.arange(n))
         moved -= pos
         window_drafted = int((np.add.reduceat(k, seg) * w).sum())
         if window_drafted:
             gain = min(1.0, max(0.05, (int(moved.sum()) - steps) / window_drafted))
+        left = None
+        if gone is not None:
+            through = g_fin < w[g_eng] - 1
+            left = (g_eng[through], g_fin[through], S[GID, g_col[through]])
         S[GEN:CTX + 1] += moved
         done = S[GEN] >= S[LEN]
         if done.any():
             kern._finish(done)
         if left is not None and left[0].size:  # those that left mid-window ended at their own iteration
-            loc = left[3] - kern.rid_base
-            out.end_s[loc] = clock[left[2] + 1, left[1]]
-            out.iterations[loc] = g0[left[1]] + left[2] + 1 - kern.start_iter[loc]
+            loc = left[2] - kern.rid_base
+            out.end_s[loc] = clock[left[1] + 1, left[0]]
+            out.iterations[loc] = g0[left[0]] + left[1] + 1 - kern.start_iter[loc]
         if kv_hit.any() and kern.S.shape[1]:
             kv = np.bincount(kern.S[ENG], weights=kern.S[CTX], minlength=E)
             if (kv > cap).any():
@@ -209,42 +202,45 @@ def _absorbable_finishes(kern: Any, active: np.ndarray, cnt: np.ndarray, floor: 
     return np.where(pending, 0, np.maximum(allowed, 0))
 
 
-def _first_events(P: np.ndarray, W: int, pos: np.ndarray, to_end: np.ndarray, to_hz: np.ndarray | None,
+def _first_events(P: np.ndarray, W: int, pos: np.ndarray, end: np.ndarray, to_hz: np.ndarray | None,
                   cnt: np.ndarray, allowed: np.ndarray, ev: np.ndarray) -> tuple[np.ndarray, ...] | None:
     """Lower ``ev`` (per engine) to the iteration of each engine's first horizon crossing and of its
-    (allowed+1)-th finish; return the requests that finish before that one (they leave mid-window):
-    (columns, engine, finish iteration, engines with any, their first index), grouped by engine."""
-    end = pos + to_end
-    stop = end if to_hz is None else pos + np.minimum(to_end, to_hz)
-    hit = np.flatnonzero(P[W] >= stop)
-    if hit.size == 0:
-        return None
-    eng = np.repeat(np.arange(cnt.shape[0]), cnt)[hit]
-    after = P[1:, hit]
+    (allowed+1)-th finish; return the requests that finish before that one (they leave mid-window)
+    as (columns, engine, finish iteration), grouped by engine."""
+    eng_of = None
     if to_hz is not None:
-        np.minimum.at(ev, eng, (after < (pos + to_hz)[hit]).sum(axis=0))
-    fin = (after < end[hit]).sum(axis=0)
-    f = fin < W
-    if not f.any():
+        hz = pos + to_hz
+        crossed = np.flatnonzero(P[W] >= hz)
+        if crossed.size:
+            eng_of = np.repeat(np.arange(cnt.shape[0]), cnt)
+            np.minimum.at(ev, eng_of[crossed], first_at_least(P, crossed, hz[crossed]) - 1)
+    col = np.flatnonzero(P[W] >= end)
+    if col.size == 0:
         return None
-    col, eng, fin = hit[f], eng[f], fin[f]
+    eng = (np.repeat(np.arange(cnt.shape[0]), cnt) if eng_of is None else eng_of)[col]
+    fin = first_at_least(P, col, end[col]) - 1  # the iteration in which each one finished
     order = np.lexsort((fin, eng))
     col, eng, fin = col[order], eng[order], fin[order]
     rank = np.arange(col.shape[0]) - np.searchsorted(eng, eng)
     ending = rank == allowed[eng]
     np.minimum.at(ev, eng[ending], fin[ending])
     sel = rank < allowed[eng]
-    if not sel.any():
-        return None
-    col, eng, fin = col[sel], eng[sel], fin[sel]
-    groups, first = np.unique(eng, return_index=True)
-    return col, eng, fin, groups, first
+    return (col[sel], eng[sel], fin[sel]) if sel.any() else None
 
 
-def _features_fixed_k(k, k_hi, seg, cnt, csum, Pw, off, tri, X, gone, dead):
+def _from_row(values: np.ndarray, row: np.ndarray, col: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """int (rows, cols): ``values`` added at (row, col) and carried to every later row; rows past
+    the end are dropped."""
+    M = np.zeros((rows + 1, cols), np.int64)
+    np.add.at(M, (np.minimum(row, rows), col), values)
+    return np.cumsum(M[:rows], axis=0)
+
+
+def _features_fixed_k(k, seg, cnt, csum, Pw, off, tri, X, gone, final, needs_qmax):
     """(draft, q_max, pairs) per engine or per (iteration, engine), for a k fixed per request."""
-    W = Pw.shape[0]
+    W, A = Pw.shape[0], seg.shape[0]
     draft = np.add.reduceat(k, seg)
+    k_hi = np.maximum.reduceat(k, seg)
     one_k = bool((np.minimum.reduceat(k, seg) == k_hi).all())
     if one_k:
         # One draft length per engine (fixed, ar, das before history): the pairs are
@@ -254,27 +250,31 @@ def _features_fixed_k(k, k_hi, seg, cnt, csum, Pw, off, tri, X, gone, dead):
         np.multiply(Pw, k + 1, out=X)
         qc = np.add.reduceat(X, seg, axis=1)
         qc += np.add.reduceat(off * (k + 1) + tri[k], seg)
+    q_max = k_hi + 1.0 if needs_qmax else np.ones(A)
     if gone is None:
-        return draft, k_hi + 1.0, qc
-    col, _, fin, groups, first = gone
+        return draft, q_max, qc
+    col, eng, fin = gone
     kg = k[col]
     if not one_k:
-        qc[:, groups] -= np.add.reduceat(((kg + 1) * (Pw[:, col] + off[col]) + tri[kg]) * dead, first, axis=1)
-    draft = np.repeat(draft[None, :], W, axis=0)
-    draft[:, groups] -= np.add.reduceat(kg * dead, first, axis=1)
-    # Largest draft among the requests still there: the staying ones', or a leaving one's before it left.
-    stay = k.copy()
-    stay[col] = -1
-    q_hi = np.repeat(np.maximum.reduceat(stay, seg)[None, :], W, axis=0)
-    q_hi[:, groups] = np.maximum(q_hi[:, groups], np.maximum.reduceat(np.where(dead, -1, kg), first, axis=1))
-    return draft, q_hi + 1.0, qc
+        qc -= _from_row((kg + 1) * final + tri[kg], fin + 1, eng, W, A)
+    draft = draft - _from_row(kg, fin + 1, eng, W, A)
+    if needs_qmax:
+        # Largest draft among the requests still there: the staying ones', or a leaver's up to
+        # the iteration it finished in (a running max from the last row up).
+        stay = k.copy()
+        stay[col] = -1
+        M = np.full((W, A), -1, np.int64)
+        np.maximum.at(M, (np.minimum(fin, W - 1), eng), kg)
+        q_max = np.maximum(np.maximum.accumulate(M[::-1], axis=0)[::-1], np.maximum.reduceat(stay, seg)) + 1.0
+    return draft, q_max, qc
 
 
-def _features_proposals(plen_at, k, seg, Pw, off, tri, gone, dead):
+def _features_proposals(plen_at, k, seg, Pw, off, tri, gone):
     """(draft, q_max, pairs) per (iteration, engine) when the drafter's proposal length clips k per
     position (it never changes acceptance: match <= proposal_len)."""
     kk = np.minimum(plen_at.take(Pw, mode="clip"), k)
     if gone is not None:  # a request that left drafts nothing and adds no pairs
+        dead = np.arange(Pw.shape[0])[:, None] > gone[2]
         kk[:, gone[0]] = np.where(dead, 0, kk[:, gone[0]])
     pairs = (kk + 1) * (Pw + off) + tri[kk]
     if gone is not None:

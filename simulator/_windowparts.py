@@ -99,18 +99,38 @@ def choose_window(to_end: np.ndarray, to_horizon: np.ndarray | None, adv: np.nda
     return int(W_CHOICES[np.argmax(useful / cost)])
 
 
+def first_at_least(P: np.ndarray, cols: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per column ``cols[i]`` of P (non-decreasing down its rows), the first row r >= 1 with
+    P[r] >= target[i] (P.shape[0] if none): a binary search, log2(rows) gathers of len(cols)."""
+    rows, n = P.shape
+    flat = P.reshape(-1)
+    lo = np.ones(cols.shape[0], np.int64)
+    hi = np.full(cols.shape[0], rows, np.int64)
+    while True:
+        open_ = lo < hi
+        if not open_.any():
+            return lo
+        mid = (lo + hi) // 2
+        ge = flat[np.minimum(mid, rows - 1) * n + cols] >= target
+        hi = np.where(open_ & ge, mid, hi)
+        lo = np.where(open_ & ~ge, mid + 1, lo)
+
+
 def context_max(Pw: np.ndarray, off: np.ndarray, ctx: np.ndarray, seg: np.ndarray, cnt: np.ndarray,
-                reach: np.ndarray, gone: np.ndarray | None, is_gone: np.ndarray | None,
-                dead: np.ndarray | None, X: np.ndarray) -> np.ndarray:
+                reach: np.ndarray, gone: np.ndarray | None, dead: np.ndarray | None, X: np.ndarray
+                ) -> np.ndarray:
     """float (W, A): longest context of each engine before each iteration of the window.
 
-    Requests ``gone`` (columns; ``is_gone`` as a mask) leave their engine at the iterations where
-    ``dead`` (W, len(gone)) is true. Only requests within ``reach`` (W x the engine's largest k)
+    Requests ``gone`` (columns) leave their engine at the iterations where ``dead`` (W, len(gone))
+    is true. Only requests within ``reach`` (W x the engine's largest k)
     tokens of the engine's longest staying context can overtake it in W iterations (each
     iteration adds at most k+1 tokens to one and at least 1 to the leader), so the max runs over
     those few columns (plus the leaving ones, masked), not the whole window.
     """
-    stay = ctx if is_gone is None else np.where(is_gone, -1, ctx)
+    stay = ctx
+    if gone is not None:
+        stay = ctx.copy()
+        stay[gone] = -1
     keep = ctx >= np.repeat(np.maximum.reduceat(stay, seg) - reach, cnt)
     if gone is not None:
         keep[gone] = True
