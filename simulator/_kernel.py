@@ -112,8 +112,10 @@ class StepKernel:
         self.clock = np.zeros(E)
         self.iters = np.zeros(E, np.int64)
         self.prefill_s = np.zeros(E)
-        self.S = np.empty((_NROWS, 0), np.int64)
-        self.F = np.empty((2, 0), np.float64)
+        # The windowed path keeps no per-iteration feedback (LASTK, LASTACC, EMA): the rows it
+        # leaves out are less to copy at every finish and admission.
+        self.S = np.empty((LASTK if self.fast else _NROWS, 0), np.int64)
+        self.F = np.empty((EMA if self.fast else 2, 0), np.float64)
         self.out = StepOutcome(
             engine=self.engine_of.astype(np.int32), start_s=np.full(R, np.nan), end_s=np.full(R, np.nan),
             iterations=np.zeros(R, np.int64), preemptions=np.zeros(R, np.int32),
@@ -132,16 +134,15 @@ class StepKernel:
 
     def _new_columns(self, rows: np.ndarray, eng: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ro = self.ro
-        S = np.zeros((_NROWS, rows.shape[0]), np.int64)
+        S = np.zeros((self.S.shape[0], rows.shape[0]), np.int64)
         S[ENG] = eng
         S[GID] = self.rid_base + rows
         S[POS] = self.acc.offsets[rows]
         S[CTX] = ro.prompt_len[rows]
         S[LEN] = ro.response_len[rows]
         S[PLEN] = ro.prompt_len[rows]
-        F = np.empty((2, rows.shape[0]))
+        F = np.full((self.F.shape[0], rows.shape[0]), np.nan)  # EMA: nan before a first draft
         F[PRED] = self.predicted[rows]
-        F[EMA] = np.nan
         return S, F
 
     def _prefill(self, eng: np.ndarray, ctx: np.ndarray) -> None:
