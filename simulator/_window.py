@@ -34,7 +34,16 @@ from typing import Any
 import numpy as np
 
 from policies import PolicyState
-from simulator._windowparts import Buffers, Grid, choose_window, context_max, first_at_least, price
+from simulator._windowparts import (
+    Buffers,
+    Grid,
+    banded_reduceat,
+    choose_window,
+    context_max,
+    first_at_least,
+    price,
+    row_bands,
+)
 
 
 def has_fast_path(policy: Any) -> bool:
@@ -59,36 +68,59 @@ def run_windowed(kern: Any) -> Any:
     gain = 0.5  # accepted per drafted token, measured on the previous window (steers W only)
     kern._admit(np.arange(E))
     while kern.S.shape[1]:
-        S, active, seg = kern.S, kern.active, kern.seg
-        n, A = S.shape[1], active.shape[0]
-        cnt_a = kern.cnt[active]
-        gen, pos, ctx = S[GEN], S[POS], S[CTX]
-        c_sum0 = np.add.reduceat(ctx, seg)
+        S = kern.S
+        n = S.shape[1]
+        cnt_a = kern.cnt[kern.active]
+        c_sum0 = np.add.reduceat(S[CTX], kern.seg)
         k, horizon, floor = _decide(kern, c_sum0, last_t)
-        to_end = S[LEN] - gen
+        to_end = S[LEN] - S[GEN]
         # Tokens to the horizon where it comes before the finish (far away otherwise: no overflow).
-        to_hz = None if horizon is None else np.where(horizon < S[LEN], horizon - gen, 1 << 40)
-        allowed = _absorbable_finishes(kern, active, cnt_a, floor)
-        W = choose_window(to_end, to_hz, 1.0 + gain * k, seg, cnt_a, allowed, (cap - c_sum0).astype(float))
+        to_hz = None if horizon is None else np.where(horizon < S[LEN], horizon - S[GEN], 1 << 40)
+        allowed = _absorbable_finishes(kern, kern.active, cnt_a, floor)
+        W, lim = choose_window(to_end, to_hz, 1.0 + gain * k, kern.seg, cnt_a, allowed,
+                               (cap - c_sum0).astype(float))
+        # The window works on engines ordered by how long they chase (longest first), so that
+        # each iteration chases a prefix of the columns; ``perm`` maps its columns to S's.
+        perm = None
+        if (lim < W).any():
+            order = np.argsort(-lim, kind="stable")
+            cnt = cnt_a[order]
+            seg = np.cumsum(cnt) - cnt
+            perm = np.repeat(kern.seg[order] - seg, cnt) + np.arange(n)
+            active, lim, allowed, c_sum0 = kern.active[order], lim[order], allowed[order], c_sum0[order]
+            k, to_end = k[perm], to_end[perm]
+            to_hz = None if to_hz is None else to_hz[perm]
+            pos, ctx = S[POS, perm], S[CTX, perm]
+        else:
+            active, seg, cnt = kern.active, kern.seg, cnt_a
+            pos, ctx = S[POS], S[CTX]
+        A = active.shape[0]
+        bands = row_bands(lim, cnt)
+        live = np.zeros(W + 1, np.int64)  # columns still chasing at each iteration
+        for r0, r1, _, c in bands:
+            live[r0:r1] = c
 
-        # Chase W iterations of every request: P[j] is the position before iteration j, clamped
-        # at the response's end (mode="clip" keeps the gather in the array regardless).
+        # Chase: P[j] is the position before iteration j, clamped at the response's end (a
+        # finished request stays there); mode="clip" keeps the gather in the array regardless.
         end = pos + to_end
         k1 = (k + 1).astype(np.int8)
         P = buf.get("P", W + 1, n)
         P[0] = pos
         m = np.empty(n, np.int8)
         for j in range(W):
-            np.take(match1, P[j], out=m, mode="clip")
-            np.minimum(m, k1, out=m)
-            np.add(P[j], m, out=P[j + 1])
-            np.minimum(P[j + 1], end, out=P[j + 1])
+            c = live[j + 1]
+            mc = m[:c]
+            np.take(match1, P[j, :c], out=mc, mode="clip")
+            np.minimum(mc, k1[:c], out=mc)
+            np.add(P[j, :c], mc, out=P[j + 1, :c])
+            np.minimum(P[j + 1, :c], end[:c], out=P[j + 1, :c])
 
         # Events: each engine's first horizon crossing and (allowed+1)-th finish (``ev``); the
         # finishes before that leave the engine's sums from the next iteration on.
-        ev = np.full(A, W, np.int64)
-        gone = _first_events(P, W, pos, end, to_hz, cnt_a, allowed, ev)
-        csum = np.add.reduceat(P, seg, axis=1)  # (W+1, A): row r = contexts before iteration r
+        ev = lim - 1  # an engine that reaches its limit stops there, as if at an event
+        last = np.repeat(lim, cnt)  # each column's last chased row
+        gone = _first_events(P, last, pos, end, to_hz, cnt, allowed, ev)
+        csum = banded_reduceat(np.add, P, seg, bands, W + 1)  # row r: contexts before iteration r
         csum += c_sum0 - csum[0]
         off = ctx - pos  # context = position + off, fixed per request
         csum_kv, final = csum, None
@@ -99,49 +131,50 @@ def run_windowed(kern: Any) -> Any:
             # iteration r, r >= f+2 for the KV check after iteration r-1 (it is still there).
             csum_kv = csum - _from_row(final, g_fin + 2, g_eng, W + 1, A)
             csum -= _from_row(final, g_fin + 1, g_eng, W + 1, A)
-        over = csum_kv[1:] > cap
+        rows = np.arange(W + 1)[:, None]
+        over = (csum_kv[1:] > cap) & (rows[1:] <= lim)
         if over.any():
             np.minimum(ev, np.where(over.any(axis=0), over.argmax(axis=0), W), out=ev)
-        w = np.minimum(ev + 1, W)
+        w = ev + 1
         ar = np.arange(A)
         kv_hit = csum_kv[w, ar] > cap
-        valid = np.arange(W)[:, None] < w
+        valid = rows[:W] < w
 
         # Cost-model features of every (iteration, engine) pair, exactly as the lockstep kernel
         # builds them one iteration at a time (integer sums, converted once).
         Pw = P[:W]
-        X = buf.get("X", W, n)
-        cnt = cnt_a
+        n_req = cnt
         if gone is not None:
-            cnt = cnt_a - _from_row(np.ones_like(g_col), g_fin + 1, g_eng, W, A)
+            n_req = cnt - _from_row(np.ones_like(g_col), g_fin + 1, g_eng, W, A)
         if plen_at is None:
-            draft, q_max, qc = _features_fixed_k(k, seg, cnt, csum, Pw, off, tri, X, gone, final,
+            draft, q_max, qc = _features_fixed_k(k, seg, n_req, csum, Pw, off, tri, bands, gone, final,
                                                  needs_qmax())
         else:
             draft, q_max, qc = _features_proposals(plen_at, k, seg, Pw, off, tri, gone)
         c_max = np.zeros(A)  # the cost model would multiply it by 0 or never read it
         if needs_cmax():
-            dead = None if gone is None else np.arange(W)[:, None] > g_fin
-            c_max = context_max(Pw, off, ctx, seg, cnt_a, np.maximum.reduceat(k, seg) * W,
-                                None if gone is None else g_col, dead, X)
+            dead = None if gone is None else rows[:W] > g_fin
+            c_max = context_max(Pw, off, ctx, seg, cnt, np.maximum.reduceat(k, seg) * W,
+                                None if gone is None else g_col, dead, buf.get("X", W, n))
         drafted += int((draft * valid).sum()) if draft.ndim == 2 else int((draft * w).sum())
-        t = price(cost, valid, cnt.astype(np.float64), draft.astype(np.float64), q_max, csum[:W], c_max, qc)
+        t = price(cost, valid, n_req.astype(np.float64), draft.astype(np.float64), q_max, csum[:W], c_max,
+                  qc)
 
         # Clocks: row j = clock before iteration j; zeros past an engine's event add nothing.
         clock = np.empty((W + 1, A))
         clock[0] = kern.clock[active]
         clock[1:] = t
         np.cumsum(clock, axis=0, out=clock)
-        g0 = kern.iters[active].copy()
-        grid.record(g0, w, active, clock, cnt, t)
+        g0 = kern.iters[active]
+        grid.record(g0, w, active, clock, n_req, t)
         kern.clock[active] = clock[W]
-        kern.iters[active] += w
+        kern.iters[active] = g0 + w
         last_t[active] = t[w - 1, ar]
-        steps = int((cnt * valid).sum()) if cnt.ndim == 2 else int((cnt * w).sum())
+        steps = int((n_req * valid).sum()) if n_req.ndim == 2 else int((n_req * w).sum())
         req_iters += steps
 
         # Positions after each request's last kept iteration (a leaver's end: the chase kept it there).
-        moved = P.ravel().take(np.repeat(w * n, cnt_a) + np.arange(n))
+        moved = P.ravel().take(np.repeat(w * n, cnt) + np.arange(n))
         moved -= pos
         window_drafted = int((np.add.reduceat(k, seg) * w).sum())
         if window_drafted:
@@ -149,8 +182,12 @@ def run_windowed(kern: Any) -> Any:
         left = None
         if gone is not None:
             through = g_fin < w[g_eng] - 1
-            left = (g_eng[through], g_fin[through], S[GID, g_col[through]])
-        S[GEN:CTX + 1] += moved
+            cols = g_col[through] if perm is None else perm[g_col[through]]
+            left = (g_eng[through], g_fin[through], S[GID, cols])
+        if perm is None:
+            S[GEN:CTX + 1] += moved
+        else:
+            S[GEN:CTX + 1, perm] += moved
         done = S[GEN] >= S[LEN]
         if done.any():
             kern._finish(done)
@@ -202,23 +239,28 @@ def _absorbable_finishes(kern: Any, active: np.ndarray, cnt: np.ndarray, floor: 
     return np.where(pending, 0, np.maximum(allowed, 0))
 
 
-def _first_events(P: np.ndarray, W: int, pos: np.ndarray, end: np.ndarray, to_hz: np.ndarray | None,
-                  cnt: np.ndarray, allowed: np.ndarray, ev: np.ndarray) -> tuple[np.ndarray, ...] | None:
+def _first_events(P: np.ndarray, last: np.ndarray, pos: np.ndarray, end: np.ndarray,
+                  to_hz: np.ndarray | None, cnt: np.ndarray, allowed: np.ndarray, ev: np.ndarray
+                  ) -> tuple[np.ndarray, ...] | None:
     """Lower ``ev`` (per engine) to the iteration of each engine's first horizon crossing and of its
-    (allowed+1)-th finish; return the requests that finish before that one (they leave mid-window)
-    as (columns, engine, finish iteration), grouped by engine."""
+    (allowed+1)-th finish within the rows it chased (``last`` per column); return the requests that
+    finish before that one (they leave mid-window) as (columns, engine, finish iteration), grouped
+    by engine."""
+    n = P.shape[1]
+    reached = P.reshape(-1).take(last * n + np.arange(n))  # each column's last chased position
     eng_of = None
     if to_hz is not None:
         hz = pos + to_hz
-        crossed = np.flatnonzero(P[W] >= hz)
+        crossed = np.flatnonzero(reached >= hz)
         if crossed.size:
             eng_of = np.repeat(np.arange(cnt.shape[0]), cnt)
-            np.minimum.at(ev, eng_of[crossed], first_at_least(P, crossed, hz[crossed]) - 1)
-    col = np.flatnonzero(P[W] >= end)
+            first = first_at_least(P, crossed, hz[crossed], last[crossed])
+            np.minimum.at(ev, eng_of[crossed], first - 1)
+    col = np.flatnonzero(reached >= end)
     if col.size == 0:
         return None
     eng = (np.repeat(np.arange(cnt.shape[0]), cnt) if eng_of is None else eng_of)[col]
-    fin = first_at_least(P, col, end[col]) - 1  # the iteration in which each one finished
+    fin = first_at_least(P, col, end[col], last[col]) - 1  # the iteration in which each finished
     order = np.lexsort((fin, eng))
     col, eng, fin = col[order], eng[order], fin[order]
     rank = np.arange(col.shape[0]) - np.searchsorted(eng, eng)
@@ -236,7 +278,7 @@ def _from_row(values: np.ndarray, row: np.ndarray, col: np.ndarray, rows: int, c
     return np.cumsum(M[:rows], axis=0)
 
 
-def _features_fixed_k(k, seg, cnt, csum, Pw, off, tri, X, gone, final, needs_qmax):
+def _features_fixed_k(k, seg, cnt, csum, Pw, off, tri, bands, gone, final, needs_qmax):
     """(draft, q_max, pairs) per engine or per (iteration, engine), for a k fixed per request."""
     W, A = Pw.shape[0], seg.shape[0]
     draft = np.add.reduceat(k, seg)
@@ -247,8 +289,11 @@ def _features_fixed_k(k, seg, cnt, csum, Pw, off, tri, X, gone, final, needs_qma
         # (k+1) * contexts + n * tri[k], no pass over the window.
         qc = csum[:W] * (k_hi + 1) + cnt * tri[k_hi]
     else:
-        np.multiply(Pw, k + 1, out=X)
-        qc = np.add.reduceat(X, seg, axis=1)
+        qc = np.zeros((W, A), np.int64)
+        for r0, r1, a, c in bands:
+            r1 = min(r1, W)
+            if r1 > r0:
+                qc[r0:r1, :a] = np.add.reduceat(Pw[r0:r1, :c] * (k[:c] + 1), seg[:a], axis=1)
         qc += np.add.reduceat(off * (k + 1) + tri[k], seg)
     q_max = k_hi + 1.0 if needs_qmax else np.ones(A)
     if gone is None:

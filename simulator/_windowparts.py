@@ -79,11 +79,13 @@ class Buffers:
 
 
 def choose_window(to_end: np.ndarray, to_horizon: np.ndarray | None, adv: np.ndarray, seg: np.ndarray,
-                  cnt: np.ndarray, allowed: np.ndarray, kv_room: np.ndarray) -> int:
-    """W maximizing (engine-iterations expected before each engine's window-ending event) /
-    (window cost). ``to_end``/``to_horizon``: each request's tokens to its finish / horizon, ``adv``
-    its expected tokens per iteration, ``allowed`` the finishes each engine absorbs, ``kv_room``
-    its KV tokens left. The estimates only steer speed."""
+                  cnt: np.ndarray, allowed: np.ndarray, kv_room: np.ndarray) -> tuple[int, np.ndarray]:
+    """(W, per-engine limits <= W): how many iterations to chase, and for each engine how many of
+    them. ``to_end``/``to_horizon``: each request's tokens to its finish / horizon, ``adv`` its
+    expected tokens per iteration, ``allowed`` the finishes each engine absorbs, ``kv_room`` its
+    KV tokens left. Each engine's limit is a margin over its expected first event (iterations
+    chased past an event are wasted; an engine stopped before one just goes on next window), and
+    W maximizes the engine-iterations expected per unit of cost. The estimates only steer speed."""
     fin = to_end / adv
     est = np.minimum.reduceat(fin, seg)
     if allowed.any():  # the (allowed+1)-th finish, interpolated between the first and the last
@@ -93,19 +95,49 @@ def choose_window(to_end: np.ndarray, to_horizon: np.ndarray | None, adv: np.nda
         np.minimum(est, np.minimum.reduceat(to_horizon / adv, seg), out=est)
     np.minimum(est, kv_room / np.add.reduceat(adv, seg), out=est)
     np.maximum(est, 0.0, out=est)
-    useful = np.minimum(W_CHOICES[:, None], est[None, :] + 1.0).sum(axis=1)
-    n = to_end.shape[0]
-    cost = _COST_WINDOW + _COST_WINDOW_REQ * n + W_CHOICES * (_COST_STEP + _COST_REQ * n)
-    return int(W_CHOICES[np.argmax(useful / cost)])
+    want = W_CHOICES[np.minimum(np.searchsorted(W_CHOICES, 1.5 * est + 2.0), W_CHOICES.shape[0] - 1)]
+    lim = np.minimum(W_CHOICES[:, None], want[None, :])  # (choices, engines)
+    useful = np.minimum(lim, est[None, :] + 1.0).sum(axis=1)
+    cost = (_COST_WINDOW + _COST_WINDOW_REQ * to_end.shape[0] + W_CHOICES * _COST_STEP
+            + _COST_REQ * (lim * cnt[None, :]).sum(axis=1))
+    best = int(np.argmax(useful / cost))
+    return int(W_CHOICES[best]), lim[best]
 
 
-def first_at_least(P: np.ndarray, cols: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per column ``cols[i]`` of P (non-decreasing down its rows), the first row r >= 1 with
-    P[r] >= target[i] (P.shape[0] if none): a binary search, log2(rows) gathers of len(cols)."""
+def row_bands(lim: np.ndarray, cnt: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """For engines ordered by non-increasing ``lim`` (iterations chased), the (first row, end row,
+    engines, columns) blocks of a window's (rows, columns) arrays that hold chased values: rows
+    0..lim[e] for engine e's columns, so each block spans the engines still chasing."""
+    ends = np.cumsum(cnt)
+    out = []
+    top = 0
+    for lv in np.unique(lim).tolist():  # ascending
+        a = int(np.searchsorted(-lim, -lv, side="right"))  # engines with lim >= lv
+        out.append((top, lv + 1, a, int(ends[a - 1])))
+        top = lv + 1
+    return out
+
+
+def banded_reduceat(ufunc: np.ufunc, X: np.ndarray, seg: np.ndarray, bands: list[tuple[int, int, int, int]],
+                    rows: int) -> np.ndarray:
+    """(rows, engines) ``ufunc.reduceat`` of X's columns by engine, over the chased blocks only
+    (0 elsewhere)."""
+    out = np.zeros((rows, seg.shape[0]), X.dtype)
+    for r0, r1, a, c in bands:
+        r1 = min(r1, rows)
+        if r1 > r0:
+            out[r0:r1, :a] = ufunc.reduceat(X[r0:r1, :c], seg[:a], axis=1)
+    return out
+
+
+def first_at_least(P: np.ndarray, cols: np.ndarray, target: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Per column ``cols[i]`` of P (non-decreasing down its rows 0..last[i]), the first row
+    1 <= r <= last[i] with P[r] >= target[i] (last[i] + 1 if none): a binary search, log2(rows)
+    gathers of len(cols)."""
     rows, n = P.shape
     flat = P.reshape(-1)
     lo = np.ones(cols.shape[0], np.int64)
-    hi = np.full(cols.shape[0], rows, np.int64)
+    hi = last + 1
     while True:
         open_ = lo < hi
         if not open_.any():
