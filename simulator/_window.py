@@ -96,24 +96,23 @@ def run_windowed(kern: Any) -> Any:
             pos, ctx = S[POS], S[CTX]
         A = active.shape[0]
         bands = row_bands(lim, cnt)
-        live = np.zeros(W + 1, np.int64)  # columns still chasing at each iteration
-        for r0, r1, _, c in bands:
-            live[r0:r1] = c
 
         # Chase: P[j] is the position before iteration j, clamped at the response's end (a
         # finished request stays there); mode="clip" keeps the gather in the array regardless.
+        # Within a band of rows the engines still chasing are a prefix of the columns.
         end = pos + to_end
         k1 = (k + 1).astype(np.int8)
         P = buf.get("P", W + 1, n)
         P[0] = pos
         m = np.empty(n, np.int8)
-        for j in range(W):
-            c = live[j + 1]
-            mc = m[:c]
-            np.take(match1, P[j, :c], out=mc, mode="clip")
-            np.minimum(mc, k1[:c], out=mc)
-            np.add(P[j, :c], mc, out=P[j + 1, :c])
-            np.minimum(P[j + 1, :c], end[:c], out=P[j + 1, :c])
+        for r0, r1, _, c in bands:
+            Pc, mc, kc, ec = P[:, :c], m[:c], k1[:c], end[:c]
+            for j in range(max(r0, 1) - 1, r1 - 1):
+                row, nxt = Pc[j], Pc[j + 1]
+                np.take(match1, row, out=mc, mode="clip")
+                np.minimum(mc, kc, out=mc)
+                np.add(row, mc, out=nxt)
+                np.minimum(nxt, ec, out=nxt)
 
         # Events: each engine's first horizon crossing and (allowed+1)-th finish (``ev``); the
         # finishes before that leave the engine's sums from the next iteration on.
