@@ -183,10 +183,11 @@ def run_windowed(kern: Any) -> Any:
             through = g_fin < w[g_eng] - 1
             cols = g_col[through] if perm is None else perm[g_col[through]]
             left = (g_eng[through], g_fin[through], S[GID, cols])
-        if perm is None:
-            S[GEN:CTX + 1] += moved
-        else:
-            S[GEN:CTX + 1, perm] += moved
+        if perm is not None:  # back to S's column order (one scatter, then a dense add)
+            back = np.empty_like(moved)
+            back[perm] = moved
+            moved = back
+        S[GEN:CTX + 1] += moved
         done = S[GEN] >= S[LEN]
         if done.any():
             kern._finish(done)
