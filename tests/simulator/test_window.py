@@ -203,3 +203,24 @@ def test_cost_model_shortcuts_give_the_same_bits(coef):
     t = forward_time(prof.coefficients, prof._consts, n[:1], q_sum[:1], q_max[:1], c_sum[:1], c_max[:1],
                      qc_sum[:1])
     assert np.isfinite(t).all()
+
+
+def test_window_helpers_against_direct_loops():
+    rng = np.random.default_rng(4)
+    P = np.cumsum(rng.integers(0, 4, (20, 30)), axis=0)  # non-decreasing down each column
+    cols = np.arange(30)
+    last = rng.integers(0, 20, 30)
+    target = rng.integers(0, 40, 30)
+    got = windowparts.first_at_least(P, cols, target, last)
+    for c in cols:
+        hits = [r for r in range(1, last[c] + 1) if P[r, c] >= target[c]]
+        assert got[c] == (hits[0] if hits else last[c] + 1)
+    # engines chasing 5, 5, 2 and 0 iterations over 3, 1, 4 and 2 columns
+    lim, cnt = np.array([5, 5, 2, 0]), np.array([3, 1, 4, 2])
+    seg = np.cumsum(cnt) - cnt
+    X = rng.integers(0, 100, (6, 10))
+    sums = windowparts.banded_reduceat(np.add, X, seg, windowparts.row_bands(lim, cnt), 6)
+    for e in range(4):
+        for r in range(6):
+            want = X[r, seg[e]:seg[e] + cnt[e]].sum() if r <= lim[e] else 0
+            assert sums[r, e] == want
