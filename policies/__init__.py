@@ -24,7 +24,13 @@ from policies._mdp import MDPPolicy, solve_mdp, threshold_structure
 from policies._ngram import NgramDrafter
 from policies._oracle import OraclePolicy
 from policies._seer import SeerPolicy
-from policies._state import Feedback, PolicyState
+from policies._state import (
+    ACCEPT_EMA_WEIGHT,
+    Feedback,
+    PolicyState,
+    per_token_acceptance,
+    update_accept_ema,
+)
 from policies._suffix import SuffixDrafter
 from policies._threshold import ThresholdPolicy
 from policies._tlt import TLTPolicy
@@ -51,6 +57,9 @@ __all__ = [
     "OraclePolicy",
     "Policy",
     "PolicyState",
+    "per_token_acceptance",
+    "update_accept_ema",
+    "ACCEPT_EMA_WEIGHT",
     "SHORT",
     "SeerPolicy",
     "TLTPolicy",

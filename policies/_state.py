@@ -38,7 +38,8 @@ class PolicyState:
     last_accepted: np.ndarray
     """int32: draft tokens accepted in its previous iteration."""
     accept_ema: np.ndarray
-    """float64: EMA of accepted/drafted for this request (nan before its first draft)."""
+    """float64: EMA of this request's per-token acceptance estimate (:func:`per_token_acceptance`
+    of each iteration that drafted; nan before its first draft)."""
     # --- per engine, shape (n_engines,) -----------------------------------------------------
     batch_size: np.ndarray
     """int32: active requests of each engine in this iteration."""
@@ -108,3 +109,29 @@ class Feedback:
     """int (n,): draft tokens accepted."""
     iter_time: np.ndarray
     """float (n_engines,): seconds each engine's iteration took."""
+
+
+def per_token_acceptance(k: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Per-token acceptance estimate of one iteration: a / (a + [a < k]) (for k > 0).
+
+    Accepting a of k drafts is a successes then one failure (none if a = k): the geometric
+    maximum-likelihood rate. The plain ratio a / k under-estimates it (4 drafts, 2 accepted: 0.5
+    instead of 2/3), yet policies read ``accept_ema`` as a per-token rate alpha. The simulator and
+    the real engine both use this function, so policies see the same signal in both.
+    """
+    k = np.asarray(k)
+    a = np.asarray(a)
+    return a / np.maximum(a + (a < k), 1)
+
+
+ACCEPT_EMA_WEIGHT = 0.3
+"""Weight of the newest iteration in ``accept_ema`` (the simulator and the real engine share it)."""
+
+
+def update_accept_ema(ema: np.ndarray, k: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``accept_ema`` after an iteration that drafted ``k`` and accepted ``a`` per request
+    (unchanged where k = 0; the first estimate where it was nan)."""
+    ema = np.asarray(ema, dtype=np.float64)
+    rate = per_token_acceptance(k, a)
+    upd = np.where(np.isnan(ema), rate, ACCEPT_EMA_WEIGHT * rate + (1.0 - ACCEPT_EMA_WEIGHT) * ema)
+    return np.where(np.asarray(k) > 0, upd, ema)

@@ -25,11 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from policies import Feedback, Policy, PolicyState
+from policies import Feedback, Policy, PolicyState, update_accept_ema
 from real_backend._workload import RolloutRequest
-
-# EMA weight of the newest acceptance rate in PolicyState.accept_ema.
-ACCEPT_EMA_ALPHA = 0.3
 
 
 @dataclass
@@ -250,15 +247,15 @@ class Engine:
             stop = np.flatnonzero(np.isin(new, self.eos))
             if stop.size:
                 new = new[:stop[0] + 1]
-            kept_acc[i] = min(int(acc[i]), len(new))
+            # Every iteration emits accepted + 1 tokens: when EOS cuts the run short, the last
+            # token kept counts as the target's own (as in the simulator and the m_t <= L-1-t
+            # semantics of match-length traces), whether or not a draft proposed it.
+            kept_acc[i] = min(int(acc[i]), len(new) - 1)
             a.out.extend(new)
             drafter.extend(a.req.rid, np.asarray(new, dtype=np.int64))
             new_total += len(new)
             a.last_drafted, a.last_accepted = int(k[i]), int(kept_acc[i])
-            if k[i] > 0:
-                rate = kept_acc[i] / k[i]
-                a.accept_ema = (rate if np.isnan(a.accept_ema)
-                                else ACCEPT_EMA_ALPHA * rate + (1 - ACCEPT_EMA_ALPHA) * a.accept_ema)
+            a.accept_ema = float(update_accept_ema(a.accept_ema, k[i], kept_acc[i]))
             decisions.append({"step": step, "iteration": iteration, "rid": a.req.rid,
                               "generated": int(generated[i]), "k": int(k[i]),
                               "accepted": int(kept_acc[i])})

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from calibration import IterationBatch
-from policies import Feedback, Policy, PolicyState
+from policies import Feedback, Policy, PolicyState, update_accept_ema
 from simulator._acceptance import StepAcceptance, StepRollouts
 from simulator._window import has_fast_path, run_windowed
 
@@ -25,7 +25,6 @@ from simulator._window import has_fast_path, run_windowed
 ENG, GID, GEN, POS, CTX, LEN, PLEN, LASTK, LASTACC = range(9)
 _NROWS = 9
 PRED, EMA = range(2)
-_EMA_DECAY = 0.8  # weight of the past in accept_ema
 
 
 @dataclass
@@ -137,7 +136,10 @@ class StepKernel:
         S = np.zeros((self.S.shape[0], rows.shape[0]), np.int64)
         S[ENG] = eng
         S[GID] = self.rid_base + rows
-        S[POS] = self.acc.offsets[rows]
+        # The prefill forward samples response token 0 (as vLLM and our real engine do): decoding
+        # starts at position 1 over the prompt's cached context (token 0 is pending, fed next).
+        S[GEN] = 1
+        S[POS] = self.acc.offsets[rows] + 1
         S[CTX] = ro.prompt_len[rows]
         S[LEN] = ro.response_len[rows]
         S[PLEN] = ro.prompt_len[rows]
@@ -168,8 +170,16 @@ class StepKernel:
 
         ``keep``: the columns of the request matrix that stay (the caller's finished requests are
         dropped in the same copy that inserts the admitted ones); ``kv_now``: KV tokens in use per
-        engine over those columns.
+        engine over those columns. A one-token response is complete after its prefill: it leaves
+        at once and its engine admits again (rare; a loop, not recursion).
         """
+        again = self._admit_once(engines, keep, kv_now)
+        while again.shape[0]:
+            again = self._admit_once(again, None, None)
+
+    def _admit_once(self, engines: np.ndarray, keep: np.ndarray | None,
+                    kv_now: np.ndarray | None) -> np.ndarray:
+        """One admission round (see :meth:`_admit`); returns engines that must admit again."""
         spec = self.spec
         if kv_now is None:
             kv_now = np.bincount(self.S[ENG], weights=self.S[CTX], minlength=spec.n_engines)
@@ -215,16 +225,26 @@ class StepKernel:
             s, f = self._new_columns(rows, eng)
             parts_S.append(s)
             parts_F.append(f)
+        again = np.empty(0, np.int64)
         if parts_S:
             new_S = np.concatenate(parts_S, axis=1)
             new_F = np.concatenate(parts_F, axis=1)
             order = np.argsort(new_S[ENG], kind="stable")
             new_S, new_F = new_S[:, order], new_F[:, order]
             self._prefill(new_S[ENG], new_S[CTX])
+            done = new_S[GEN] >= new_S[LEN]  # complete at prefill (fresh one-token responses)
+            if done.any():
+                loc = new_S[GID, done] - self.rid_base
+                eng_done = new_S[ENG, done]
+                self.out.end_s[loc] = self.clock[eng_done]
+                self.out.iterations[loc] = 0
+                again = np.unique(eng_done)
+                new_S, new_F = new_S[:, ~done], new_F[:, ~done]
             self._merge(keep, new_S, new_F)
         elif keep is not None:
             self.S, self.F = self.S.take(keep, axis=1), self.F.take(keep, axis=1)
         self._segments()
+        return again
 
     def _admit_from_queues(self, engines: np.ndarray, kv_now: np.ndarray, budget: float
                            ) -> tuple[np.ndarray, np.ndarray]:
@@ -381,10 +401,7 @@ class StepKernel:
             if ksum:
                 S[LASTK] = k
                 S[LASTACC] = a
-                ema = F[EMA]
-                ratio = a / np.maximum(k, 1)
-                upd = np.where(np.isnan(ema), ratio, _EMA_DECAY * ema + (1.0 - _EMA_DECAY) * ratio)
-                F[EMA] = np.where(k > 0, upd, ema)
+                F[EMA] = update_accept_ema(F[EMA], k, a)
             elif prev_ksum:
                 S[LASTK] = 0
                 S[LASTACC] = 0
@@ -398,12 +415,17 @@ class StepKernel:
                 if (kv > cap).any():
                     self._preempt(kv)
         tl.add(it, self.clock, self.cnt, np.zeros(E))
-        # Every request iteration emits accepted + 1 tokens and every response completes, so the
-        # accepted total needs no per-iteration sum.
-        out.drafted, out.accepted = drafted, int(self.ro.response_len.sum()) - req_iters
+        out.drafted, out.accepted = drafted, accepted_total(self.ro, req_iters)
         out.request_iterations, out.kernel_iterations = req_iters, it
         out.timeline = tl.arrays(E)
         return out
+
+
+def accepted_total(ro: StepRollouts, req_iters: int) -> int:
+    """Accepted draft tokens of a step, from the token identity: each response's token 0 comes
+    from its prefill and every request iteration emits accepted + 1 tokens, so no per-iteration
+    sum is needed."""
+    return int(ro.response_len.sum()) - ro.n - req_iters
 
 
 def _conf_thunk(acc: StepAcceptance, pos: np.ndarray):

@@ -52,7 +52,7 @@ def has_fast_path(policy: Any) -> bool:
 
 def run_windowed(kern: Any) -> Any:
     """StepKernel.run for a policy with ``decide_with_horizon``; returns the same StepOutcome."""
-    from simulator._kernel import CTX, ENG, GEN, GID, LEN, POS
+    from simulator._kernel import CTX, ENG, GEN, GID, LEN, POS, accepted_total
 
     spec, acc, cost, out = kern.spec, kern.acc, kern.cost, kern.out
     E, kmax = spec.n_engines, acc.kmax
@@ -200,7 +200,7 @@ def run_windowed(kern: Any) -> Any:
             if (kv > cap).any():
                 kern._preempt(kv)
 
-    out.drafted, out.accepted = drafted, int(kern.ro.response_len.sum()) - req_iters
+    out.drafted, out.accepted = drafted, accepted_total(kern.ro, req_iters)
     out.request_iterations = req_iters
     out.kernel_iterations = int(kern.iters.max()) if E else 0
     out.timeline = grid.arrays(kern.iters, kern.clock)

@@ -52,8 +52,9 @@ def test_validate_runs_real_and_sim_and_compares(tmp_path):
         lo, hi = p["makespan_error_spread"]
         assert lo <= hi and len(p["makespan_real_s_repeats"]) == 2
     # The simulator replays the recorded trace with its offline match lengths: the accepted draft
-    # tokens and the iterations it takes are the real engine's own (timing aside).
-    for key in ("ar", "fixed"):
+    # tokens and the iterations it takes are the real engine's own (timing aside), for every
+    # policy whose decisions do not read measured iteration times (tlt's bandit reward does).
+    for key in ("ar", "fixed", "das"):
         p = s["policies"][key]
         assert p["iterations_sim"] == p["iterations_real"], key
         assert p["accepted_per_iter_sim"] == pytest.approx(p["accepted_per_iter_real"]), key

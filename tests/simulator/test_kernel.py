@@ -35,7 +35,7 @@ def test_single_request_matches_closed_form(alpha, k):
     ro = _rollouts([60_000])
     acc = ParametricAcceptance(alpha=alpha, kmax=8).prepare(ro, seed=11)
     out = _run(ro, acc, make_policy("fixed", k=k))
-    per_iter = ro.response_len.sum() / out.request_iterations
+    per_iter = (ro.response_len.sum() - 1) / out.request_iterations  # token 0 comes from the prefill
     expected = (1 - alpha ** (k + 1)) / (1 - alpha)
     assert abs(per_iter - expected) / expected < 0.02
     assert out.drafted == k * out.request_iterations
@@ -44,7 +44,7 @@ def test_single_request_matches_closed_form(alpha, k):
 def _naive_iterations(ro, acc, k):
     its = []
     for r in range(ro.n):
-        t, it = 0, 0
+        t, it = 1, 0  # the prefill sampled token 0
         while t < ro.response_len[r]:
             t += min(k, int(acc.match[acc.offsets[r] + t])) + 1
             it += 1
@@ -73,12 +73,12 @@ def test_tokens_are_conserved_for_every_policy(name):
     except Exception as exc:  # a family whose defaults need extra inputs
         pytest.skip(f"{name}: {exc}")
     out = _run(ro, acc, policy, engines=4, max_batch=32)
-    # every iteration emits accepted + 1 tokens: iterations + accepted = tokens, exactly
-    assert out.request_iterations + out.accepted == int(ro.response_len.sum())
+    # each prefill emits token 0 and every iteration accepted + 1 tokens: exact token identity
+    assert ro.n + out.request_iterations + out.accepted == int(ro.response_len.sum())
     assert out.iterations.sum() == out.request_iterations
-    # each rollout ends exactly at its trace length: between L/(kmax+1) and L iterations
-    assert (out.iterations <= ro.response_len).all()
-    assert (out.iterations * (acc.kmax + 1) >= ro.response_len).all()
+    # each rollout ends exactly at its trace length: between (L-1)/(kmax+1) and L-1 iterations
+    assert (out.iterations <= ro.response_len - 1).all()
+    assert (out.iterations * (acc.kmax + 1) >= ro.response_len - 1).all()
     assert 0 <= out.accepted <= out.drafted
     assert np.isfinite(out.end_s).all()
 
@@ -89,13 +89,13 @@ def test_ar_makespan_of_a_static_batch_is_the_sum_of_its_iteration_times():
     ro = _rollouts(lens, prompt=100)
     acc = ParametricAcceptance(alpha=0.5, kmax=4).prepare(ro, seed=0)
     out = _run(ro, acc, make_policy("ar"), cost=profile)
-    expected = profile.prefill_time(ro.prompt_len)
-    for i in range(int(lens.max())):
-        alive = lens > i
+    expected = profile.prefill_time(ro.prompt_len)  # which also samples every response's token 0
+    for i in range(int(lens.max()) - 1):
+        alive = lens - 1 > i  # decode i feeds token i over the prompt and tokens 0..i-1
         batch = IterationBatch.from_requests(np.ones(alive.sum()), 100 + np.full(alive.sum(), i))
         expected += float(profile.iteration_time(batch)[0])
     assert out.rollout_s == pytest.approx(expected, rel=1e-9)
-    assert out.iterations.tolist() == lens.tolist()
+    assert out.iterations.tolist() == (lens - 1).tolist()
     assert out.drafted == 0
 
 
@@ -123,3 +123,16 @@ def test_prefill_is_the_cost_models_prefill_time_however_many_engines_admit_toge
                          max_len=100, fast=fast).run()
         for e in range(engines):
             assert out.engine_prefill_s[e] == ToyCost().prefill_time(ro.prompt_len[eng == e])
+
+
+def test_a_one_token_response_ends_at_its_prefill_and_frees_its_slot():
+    # max_batch 1: the first request (1 token) must leave at its prefill so the second is admitted
+    ro = _rollouts([1, 5, 1, 1, 3], prompt=10)
+    acc = ParametricAcceptance(alpha=0.5, kmax=4).prepare(ro, seed=0)
+    out = _run(ro, acc, make_policy("fixed", k=2), max_batch=1)
+    assert out.iterations[[0, 2, 3]].tolist() == [0, 0, 0]
+    assert (out.iterations[[1, 4]] >= 1).all()
+    assert np.isfinite(out.end_s).all() and (out.end_s >= out.start_s).all()
+    assert ro.n + out.request_iterations + out.accepted == int(ro.response_len.sum())
+    # one request at a time, in order: each starts when the previous one ended
+    assert np.array_equal(out.start_s[1:], out.end_s[:-1])
