@@ -1,6 +1,9 @@
 """The physical form of the cost model, shared by the profile (prediction) and the fitter.
 
-    t = t_fixed + t_request * n + t_token * q_tok + roofline(bytes, flops) + allreduce(tp)
+    t = t_fixed + t_request * n + t_token * sampled + roofline(bytes, flops) + allreduce(tp)
+
+    sampled = q_tok for a decode/verify (every query position is sampled), n for a prefill (only
+              each prompt's last position is): the per-position sampling and host work
 
     bytes = W/tp + KV * (a * c_sum + (1 - a) * n * c_max)           weights once, each request's KV
     q_tok = b * q_sum + (1 - b) * n * q_max                         ragged vs padded query tokens
@@ -78,8 +81,13 @@ def make_consts(shape, device, tp: int, dtype_bytes: float) -> Consts:
 
 def forward_time(coef: dict[str, float], k: Consts, n: np.ndarray, q_sum: np.ndarray,
                  q_max: np.ndarray, c_sum: np.ndarray, c_max: np.ndarray,
-                 qc_sum: np.ndarray) -> np.ndarray:
-    """Seconds of one forward of the target model for each row (no drafter, no idle masking)."""
+                 qc_sum: np.ndarray, prefill: bool | np.ndarray = False) -> np.ndarray:
+    """Seconds of one engine iteration for each row (no drafter, no idle masking).
+
+    ``prefill`` (a bool or a per-row mask) marks prefills, which sample one position per prompt
+    instead of every query position: it changes only what ``t_token`` multiplies. Sampling a
+    49k-way vocabulary at T > 0 costs ~0.3 ms per position on a CPU core, so pricing a 256-token
+    prompt as 256 sampled positions would over-charge a prefill by far more than its error."""
     a, b = coef["a"], coef["b"]
     # A fully ragged backend (a or b == 1, e.g. the what-if profiles) has padded terms that are
     # exactly 0 (0 * finite + x == x), so skipping them gives the same bits with fewer passes: the
@@ -98,7 +106,8 @@ def forward_time(coef: dict[str, float], k: Consts, n: np.ndarray, q_sum: np.nda
     if coef["t_request"] == 0.0 and coef["t_token"] == 0.0:
         t = coef["t_fixed"] + roof  # the zero terms add exactly 0 (n, q finite)
     else:
-        t = coef["t_fixed"] + coef["t_request"] * n + coef["t_token"] * q_tok + roof
+        sampled = q_tok if prefill is False else (n if prefill is True else np.where(prefill, n, q_tok))
+        t = coef["t_fixed"] + coef["t_request"] * n + coef["t_token"] * sampled + roof
     if k.tp > 1:
         t = t + allreduce_time(k, q_tok)
     return t

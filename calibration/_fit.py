@@ -108,7 +108,7 @@ def fit_coefficients(X: dict[str, np.ndarray], t: np.ndarray, consts: Consts,
     def resid(xf: np.ndarray, base: np.ndarray) -> np.ndarray:
         x = base.copy()
         x[free] = xf
-        pred = forward_time(_from_x(x), consts, *(X[f] for f in FEATURES))
+        pred = forward_time(_from_x(x), consts, *(X[f] for f in FEATURES), prefill=X["c_sum"] == 0)
         return np.log(np.maximum(pred, 1e-12)) - log_t
 
     best: tuple[float, np.ndarray] | None = None
@@ -142,7 +142,7 @@ def fit_profile_coefficients(X: dict[str, np.ndarray], t: np.ndarray, consts: Co
     test[rng.permutation(rows)[: int(round(holdout * rows))]] = True
     train = ~test
     coef = fit_coefficients({k: v[train] for k, v in X.items()}, t[train], consts, fixed)
-    pred = forward_time(coef, consts, *(X[f] for f in FEATURES))
+    pred = forward_time(coef, consts, *(X[f] for f in FEATURES), prefill=X["c_sum"] == 0)
     ape = _ape(pred, t)
     masks = regimes(X["n"], X["q_max"], X["c_sum"], X["c_max"])
     test_masks = {k: m & test for k, m in masks.items()}

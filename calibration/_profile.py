@@ -100,7 +100,7 @@ class CostProfile:
             return 0.0
         batch = IterationBatch.from_requests(q, np.zeros_like(q))
         t = forward_time(self.coefficients, self._consts, batch.n, batch.q_sum, batch.q_max,
-                         batch.c_sum, batch.c_max, batch.qc_sum)
+                         batch.c_sum, batch.c_max, batch.qc_sum, prefill=True)
         return float(t[0])
 
     def prefill_times(self, prompt_lens: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
@@ -109,7 +109,7 @@ class CostProfile:
         q = np.asarray(prompt_lens, dtype=np.float64).reshape(-1)
         batch = IterationBatch.from_requests(q, np.zeros_like(q), group, n_groups)
         return forward_time(self.coefficients, self._consts, batch.n, batch.q_sum, batch.q_max,
-                            batch.c_sum, batch.c_max, batch.qc_sum)
+                            batch.c_sum, batch.c_max, batch.qc_sum, prefill=True)
 
     def _drafter_time(self, batch: IterationBatch, n: np.ndarray) -> np.ndarray | float:
         d = self.drafter

@@ -38,7 +38,9 @@ def test_fit_recovers_known_coefficients(noise: float) -> None:
     consts = make_consts(get_shape("smollm2-135m"), CPU, 1, 4.0)
     X = features(synthetic_grid())
     rng = np.random.default_rng(2)
-    t = forward_time(TRUE, consts, *(X[f] for f in FEATURES)) * np.exp(rng.normal(0, noise, len(X["n"])))
+    # prefills (no cached context) sample one position per prompt, as the engine does
+    t = forward_time(TRUE, consts, *(X[f] for f in FEATURES), prefill=X["c_sum"] == 0) * np.exp(
+        rng.normal(0, noise, len(X["n"])))
     res = fit_profile_coefficients(X, t, consts, seed=0)
     tol = 0.02 if noise == 0 else 0.15
     for name in ("t_fixed", "e_bw", "e_f", "e_attn", "p", "a", "b"):
@@ -53,9 +55,21 @@ def test_fit_recovers_known_coefficients(noise: float) -> None:
 def test_fit_is_deterministic() -> None:
     consts = make_consts(get_shape("smollm2-135m"), CPU, 1, 4.0)
     X = features(synthetic_grid())
-    t = forward_time(TRUE, consts, *(X[f] for f in FEATURES)) * np.exp(
+    t = forward_time(TRUE, consts, *(X[f] for f in FEATURES), prefill=X["c_sum"] == 0) * np.exp(
         np.random.default_rng(3).normal(0, 0.02, len(X["n"])))
     a = fit_profile_coefficients(X, t, consts, seed=5)
     b = fit_profile_coefficients(X, t, consts, seed=5)
     assert a.coefficients == b.coefficients and a.heldout_mape == b.heldout_mape
     assert (a.test_mask == b.test_mask).all()
+
+
+def test_t_token_prices_sampled_positions_one_per_prompt_in_a_prefill() -> None:
+    consts = make_consts(get_shape("smollm2-135m"), CPU, 1, 4.0)
+    coef = {**TRUE, "t_token": 1e-3}
+    X = features([(np.full(4, 64), np.zeros(4)), (np.full(4, 64), np.full(4, 10))])
+    args = [X[f] for f in FEATURES]
+    base = forward_time({**coef, "t_token": 0.0}, consts, *args, prefill=np.array([True, False]))
+    with_tok = forward_time(coef, consts, *args, prefill=np.array([True, False]))
+    q_tok = TRUE["b"] * X["q_sum"] + (1 - TRUE["b"]) * X["n"] * X["q_max"]
+    # the prefill row pays for its 4 sampled positions, the verify row for all of its query tokens
+    assert with_tok - base == pytest.approx([4e-3, 1e-3 * q_tok[1]])
