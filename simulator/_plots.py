@@ -51,7 +51,11 @@ def plot_batch_size(data: dict[str, dict[str, np.ndarray]], path: str | Path) ->
             ax.step(d["time_s"][sel], d["batch_size"][sel], where="post", lw=0.9, alpha=0.8)
         ax.axvline(float(d["rollout_s"]), color="k", ls="--", lw=0.8)
         ax.set_ylabel("active requests")
-        ax.set_title(f"{label}: rollout phase {float(d['rollout_s']):.0f} s", fontsize=10)
+        import textwrap
+
+        # A tuned policy's label lists every parameter: wrap it rather than run off the figure.
+        title = textwrap.fill(f"{label}: rollout phase {float(d['rollout_s']):.0f} s", width=110)
+        ax.set_title(title, fontsize=9 if "\n" in title else 10)
         ax.set_yscale("symlog", linthresh=4)
         ax.set_ylim(bottom=0)
     axes[-1, 0].set_xlabel("time in the RL step (s)")
