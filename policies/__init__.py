@@ -22,8 +22,11 @@ from policies._history import LONG, MEDIUM, SHORT, LengthHistory, length_class
 from policies._match import compute_match_lengths
 from policies._mdp import MDPPolicy, solve_mdp, threshold_structure
 from policies._ngram import NgramDrafter
+from policies._omni import OmniDrafter
 from policies._oracle import OraclePolicy
+from policies._prevrollout import PrevRolloutDrafter
 from policies._seer import SeerPolicy
+from policies._stand import StandDrafter, tree_conf, tree_match
 from policies._state import (
     ACCEPT_EMA_WEIGHT,
     Feedback,
@@ -40,7 +43,12 @@ __all__ = [
     "DRAFTERS",
     "Drafter",
     "NgramDrafter",
+    "OmniDrafter",
+    "PrevRolloutDrafter",
+    "StandDrafter",
     "SuffixDrafter",
+    "tree_conf",
+    "tree_match",
     "compute_match_lengths",
     "make_drafter",
     "register_drafter",

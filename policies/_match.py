@@ -13,6 +13,12 @@ The replay makes the same calls as real_backend's engine and rollout loop, in th
 Online the engine extends by whole accepted runs and proposes only when a policy asks; because a
 drafter's proposal depends on its content only (policies/_drafters.py), that gives the same
 proposals, so these match lengths are what the engine's verification accepts.
+
+Tree drafters (``tree_width`` > 1, ``propose_tree``; policies/_stand.py): m_t is the longest
+prefix of y[t:] matched by any branch (branches share only the root, so at most one branch
+matches at all), and the conf row is the tree's per-depth conditionals (``tree_conf``): what the
+engine's policy sees online, whichever branch turns out to match. Drafters with ``uses_sample``
+(``prevrollout``) get ``sample=`` in ``begin`` and ``add_rollout``, as from the engine.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from policies._drafters import make_drafter
+from policies._stand import tree_conf, tree_match
 from specroll.errors import SpecrollError
 
 
@@ -68,11 +75,12 @@ def compute_match_lengths(trace: Any, drafter_name: str, **params: Any) -> Any:
             drafter.start_step(step)
             for row in rows.tolist():
                 _replay(drafter, row, int(pids[row]), prompts[poff[row]:poff[row + 1]],
-                        tokens[toff[row]:toff[row + 1]], match, conf, int(toff[row]))
+                        tokens[toff[row]:toff[row + 1]], match, conf, int(toff[row]),
+                        **_sample_kw(drafter, samples[row]))
                 bar.update(1)
             for row in rows.tolist():
                 drafter.add_rollout(step, int(pids[row]), prompts[poff[row]:poff[row + 1]],
-                                    tokens[toff[row]:toff[row + 1]])
+                                    tokens[toff[row]:toff[row + 1]], **_sample_kw(drafter, samples[row]))
     finally:
         bar.close()
     meta = drafter.to_meta()
@@ -80,12 +88,26 @@ def compute_match_lengths(trace: Any, drafter_name: str, **params: Any) -> Any:
     return out.with_ragged_column(f"conf_{drafter_name}", conf.reshape(-1), toff * kmax)
 
 
+def _sample_kw(drafter: Any, sample: Any) -> dict[str, int]:
+    return {"sample": int(sample)} if getattr(drafter, "uses_sample", False) else {}
+
+
 def _replay(drafter: Any, rid: int, prompt_id: int, prompt: np.ndarray, y: np.ndarray, match: np.ndarray,
-            conf: np.ndarray, base: int) -> None:
+            conf: np.ndarray, base: int, **begin_kw: int) -> None:
     """One rollout: m_t and the conf row at every position t, written at ``base + t``."""
     ys = y.tolist()
     size = len(ys)
-    drafter.begin(rid, prompt_id, prompt)
+    drafter.begin(rid, prompt_id, prompt, **begin_kw)
+    if getattr(drafter, "tree_width", 1) > 1:
+        for t in range(size):
+            branches = drafter.propose_tree(rid)
+            if branches:
+                c = tree_conf(branches)
+                conf[base + t, :len(c)] = c
+                match[base + t] = tree_match(branches, ys[t:])[0]
+            drafter.extend(rid, y[t:t + 1])
+        drafter.end(rid)
+        return
     for t in range(size):
         toks, probs = drafter.propose(rid)
         n = len(toks)
