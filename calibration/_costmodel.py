@@ -125,3 +125,51 @@ def allreduce_time(k: Consts, q_tok: np.ndarray) -> np.ndarray:
     latency = 2.0 * math.ceil(math.log2(k.tp)) * k.link_latency
     per_allreduce = latency + 2.0 * (k.tp - 1) / k.tp * msg / max(k.link_bw, 1.0)
     return 2.0 * k.n_layers * per_allreduce
+
+
+# --- the drafter's share of an iteration --------------------------------------------------------
+# Drafter kinds priced by forward passes of a model (the rest are model-free: per_request_s * n +
+# per_token_s * draft_tokens, measured on the CPU by calibration/_drafter_cost.py):
+#   model     a separate small draft model: K sequential one-token decodes over the batch (K ~ the
+#             engine's mean draft, draft_tokens / n);
+#   layers    self-speculation (LayerSkip, Duo-LLM): each draft token is a partial forward of the
+#             target over its first `layers` layers plus its LM head, i.e. the "model" kind with
+#             the target's shape cut to that many layers (f = layers / L of the layer work);
+#   parallel  a diffusion drafter (DiffuSpec): `denoise_steps` forwards (default 1) that fill every
+#             request's k masked positions at once, so the number of forwards does not grow with k.
+# `overlap = true` (PEARL) puts the drafter on its own device(s): draft and verify run concurrently
+# and the iteration costs the longer of the two instead of their sum.
+FORWARD_DRAFTERS = ("model", "layers", "parallel")
+
+
+def drafter_forward_time(kind: str, coef: dict[str, float], dk: Consts, n: np.ndarray, draft: np.ndarray,
+                         q_max: np.ndarray, c_sum: np.ndarray, c_max: np.ndarray, *, denoise_steps: int = 1,
+                         block: int | None = None, kv_cache: bool = True) -> np.ndarray:
+    """Seconds the drafter of ``kind`` (one of FORWARD_DRAFTERS, constants ``dk``) spends per engine.
+
+    ``draft``: draft tokens per engine; ``q_max``: the verify's longest query (longest draft + 1).
+    Engines with ``n == 0`` get garbage the caller masks; engines that draft nothing get 0.
+    """
+    nz = np.maximum(n, 1.0)
+    if kind in ("model", "layers"):
+        steps = np.divide(draft, n, out=np.zeros_like(draft), where=n > 0)
+        one = forward_time(coef, dk, n, n, np.ones_like(n), c_sum, c_max, c_sum + n)
+        return steps * one
+    # parallel: every drafting request denoises its block of masked positions in one forward. The
+    # block is the request's own draft (q = k, one forward whatever k: flat while memory-bound) or
+    # a fixed ``block``. Without a KV cache (a plain bidirectional DLM) the forward also re-reads
+    # the whole context as query tokens.
+    k_mean = draft / nz
+    q_req = k_mean if block is None else np.where(draft > 0, float(block), 0.0)
+    k_hi = np.maximum(q_max - 1.0, 0.0) if block is None else np.where(draft > 0, float(block), 0.0)
+    c_mean = c_sum / nz
+    if kv_cache:
+        q_sum, qm = n * q_req, k_hi
+        qc = q_sum * c_mean + q_sum * (q_req + 1.0) / 2.0  # each request's mean context (approximation)
+        cs, cm = c_sum, c_max
+    else:
+        q_sum, qm = n * (q_req + c_mean), k_hi + c_max
+        qc = q_sum * (q_sum / nz + 1.0) / 2.0
+        cs, cm = np.zeros_like(c_sum), np.zeros_like(c_max)
+    one = forward_time(coef, dk, n, q_sum, np.maximum(qm, 1.0), cs, cm, qc)
+    return np.where(draft > 0, float(denoise_steps) * one, 0.0)

@@ -7,6 +7,7 @@ the efficiency coefficients of the nearest measured profile). See calibration/RE
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -19,7 +20,9 @@ from calibration._costmodel import (
     COEF_BOUNDS,
     COEF_NAMES,
     DTYPE_BYTES,
+    FORWARD_DRAFTERS,
     Consts,
+    drafter_forward_time,
     forward_time,
     make_consts,
 )
@@ -61,10 +64,9 @@ class CostProfile:
         self._consts: Consts = make_consts(shape, device, self.tp, DTYPE_BYTES[dtype])
         self.kv_capacity_tokens = int(kv_capacity_tokens if kv_capacity_tokens is not None
                                       else self._default_kv_capacity())
-        self._draft_consts: Consts | None = None
-        if self.drafter.get("kind") == "model":
-            self._draft_consts = make_consts(MODEL_SHAPES.get(self.drafter["model"]), device,
-                                             self.tp, DTYPE_BYTES[dtype])
+        self._draft_consts: Consts | None = _draft_consts(self.drafter, shape, device, self.tp, dtype)
+        # PEARL: the drafter runs on its own device(s), concurrently with verification.
+        self._overlap = bool(self.drafter.get("overlap", False))
         self._warned = False
 
     # -- prediction ---------------------------------------------------------------------------
@@ -78,8 +80,18 @@ class CostProfile:
                          batch.c_max, batch.qc_sum)
         d = self._drafter_time(batch, n)
         if not (isinstance(d, float) and d == 0.0):  # t >= 0, so t + 0.0 would be t: skip the pass
-            t = t + d
+            t = np.maximum(t, d) if self._overlap else t + d
         return np.where(n > 0, t, 0.0)
+
+    def with_drafter(self, drafter: dict[str, Any], *, file: str | None = None,
+                     field: str = "drafter") -> CostProfile:
+        """A copy of this profile whose drafter cost is ``drafter`` (validated: a bad spec is a
+        SpecrollError naming ``field``), e.g. a simulation config's [drafter] table."""
+        _check_drafter(drafter, file, self.shape, field=field)
+        return CostProfile(shape=self.shape, device=self.device, dtype=self.dtype, tp=self.tp, kind=self.kind,
+                           coefficients=self.coefficients, drafter=dict(drafter),
+                           kv_capacity_tokens=self.kv_capacity_tokens, heldout_mape=self.heldout_mape,
+                           ranges=self.ranges, extra=self.extra, source=self.source)
 
     def reads_context_max(self) -> bool:
         """Whether iteration_time still reads ``IterationBatch.c_max``: only a padded backend
@@ -114,12 +126,14 @@ class CostProfile:
     def _drafter_time(self, batch: IterationBatch, n: np.ndarray) -> np.ndarray | float:
         d = self.drafter
         draft = np.asarray(batch.draft_tokens, dtype=np.float64)
-        if d.get("kind") == "model" and self._draft_consts is not None:
-            # A draft model runs K sequential one-token decodes over the batch; K ~ draft / n.
-            steps = np.divide(draft, n, out=np.zeros_like(draft), where=n > 0)
-            one = forward_time(self.coefficients, self._draft_consts, n, n, np.ones_like(n),
-                               batch.c_sum, batch.c_max, batch.c_sum + n)
-            return steps * one
+        if self._draft_consts is not None:
+            # Forward passes of a draft model, a diffusion drafter or the target's first layers
+            # (calibration/_costmodel.py: FORWARD_DRAFTERS).
+            return drafter_forward_time(
+                d["kind"], self.coefficients, self._draft_consts, n, draft,
+                np.asarray(batch.q_max, dtype=np.float64), np.asarray(batch.c_sum, dtype=np.float64),
+                np.asarray(batch.c_max, dtype=np.float64), denoise_steps=int(d.get("denoise_steps", 1)),
+                block=d.get("block"), kv_cache=bool(d.get("kv_cache", True)))
         per_req = float(d.get("per_request_s", 0.0))
         per_tok = float(d.get("per_token_s", 0.0))
         if per_req == 0.0 and per_tok == 0.0:
@@ -238,7 +252,7 @@ def _parse(d: Any, file: str | None) -> CostProfile:
     ranges = _parse_ranges(d["ranges"], file)
     drafter = d.get("drafter")
     if drafter is not None:
-        _check_drafter(drafter, file)
+        _check_drafter(drafter, file, shape)
     extra = {k: v for k, v in d.items() if k not in _KNOWN_KEYS}
     return CostProfile(shape=shape, device=device, dtype=d["dtype"], tp=d["tp"], kind=d["kind"],
                        coefficients=coef, drafter=drafter, kv_capacity_tokens=kv, heldout_mape=mape,
@@ -286,14 +300,62 @@ def _parse_ranges(r: Any, file: str | None) -> dict[str, list[float]] | None:
     return out
 
 
-def _check_drafter(dr: Any, file: str | None) -> None:
+def _draft_consts(dr: dict[str, Any], shape: ModelShape, device: DeviceSpec, tp: int, dtype: str
+                  ) -> Consts | None:
+    """Constants of the drafter's forward passes (None for a model-free drafter)."""
+    kind = dr.get("kind")
+    if kind not in FORWARD_DRAFTERS:
+        return None
+    if kind == "layers":
+        # The target's first `layers` layers and its LM head (an early exit), on the target's devices.
+        n = int(dr["layers"])
+        return make_consts(dataclasses.replace(shape, name=f"{shape.name}[:{n}]", n_layers=n), device, tp,
+                           DTYPE_BYTES[dtype])
+    return make_consts(MODEL_SHAPES.get(dr["model"]), device, int(dr.get("tp", tp)), DTYPE_BYTES[dtype])
+
+
+# Keys each new kind accepts (a typo is an error); "model" profiles predate the check and keep any key.
+_DRAFTER_KEYS = {
+    "parallel": {"kind", "model", "tp", "overlap", "denoise_steps", "block", "kv_cache", "source", "note"},
+    "layers": {"kind", "layers", "overlap", "source", "note"},
+}
+
+
+def _check_drafter(dr: Any, file: str | None, shape: ModelShape | None = None,
+                   field: str = "drafter") -> None:
     if not isinstance(dr, dict):
-        raise SpecrollError("expected an object", file=file, field="drafter", fix="write the drafter cost")
-    if dr.get("kind") == "model":
-        MODEL_SHAPES.get(dr.get("model", ""), file=file, field="drafter.model")
+        raise SpecrollError("expected an object", file=file, field=field, fix="write the drafter cost")
+    if not isinstance(dr.get("overlap", False), bool):
+        raise SpecrollError(f"must be true or false, got {dr.get('overlap')!r}", file=file,
+                            field=f"{field}.overlap",
+                            fix="write overlap = true for a drafter on its own device")
+    kind = dr.get("kind")
+    if kind in _DRAFTER_KEYS:
+        bad = sorted(set(dr) - _DRAFTER_KEYS[kind])
+        if bad:
+            raise SpecrollError(f"unknown key '{bad[0]}' for drafter kind '{kind}'", file=file,
+                                field=f"{field}.{bad[0]}",
+                                fix=f"use: {', '.join(sorted(_DRAFTER_KEYS[kind]))}")
+    if kind in ("model", "parallel"):
+        MODEL_SHAPES.get(dr.get("model", ""), file=file, field=f"{field}.model")
+        for key, lo in (("tp", 1), ("denoise_steps", 1), ("block", 1)):
+            v = dr.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < lo):
+                raise SpecrollError(f"must be an integer >= {lo}, got {v!r}", file=file,
+                                    field=f"{field}.{key}", fix=f"write {key} = {lo} or more")
+        if not isinstance(dr.get("kv_cache", True), bool):
+            raise SpecrollError("must be true or false", file=file, field=f"{field}.kv_cache")
+        return
+    if kind == "layers":
+        n = dr.get("layers")
+        top = None if shape is None else shape.n_layers - 1
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1 or (top is not None and n > top):
+            raise SpecrollError(f"must be an integer in [1, {top if top else 'layers - 1'}], got {n!r}",
+                                file=file, field=f"{field}.layers",
+                                fix="write how many of the target's layers draft (an early exit)")
         return
     for key in ("per_request_s", "per_token_s"):
         v = dr.get(key, 0.0)
         if not _finite(v) or v < 0:
             raise SpecrollError(f"must be a finite number >= 0, got {v!r}", file=file,
-                                field=f"drafter.{key}", fix="write seconds")
+                                field=f"{field}.{key}", fix="write seconds")
