@@ -74,7 +74,14 @@ def policy_label(spec: Any, max_len: int | None = None) -> str:
     if not isinstance(spec, dict):
         return str(spec) if spec is not None else "?"
     params = spec.get("params") or {}
-    text = " ".join(f"{k}={fmt(v, 3) if isinstance(v, float) else v}" for k, v in params.items())
+    def show(v: Any) -> str:  # floats rounded inside lists too (0.30000000000000004 -> 0.3)
+        if isinstance(v, float):
+            return fmt(v, 3)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(show(x) for x in v) + "]"
+        return str(v)
+
+    text = " ".join(f"{k}={show(v)}" for k, v in params.items())
     label = f"{spec.get('policy', '?')} {text}".strip()
     return label if max_len is None or len(label) <= max_len else f"{spec.get('policy', '?')} …"
 
