@@ -5,6 +5,10 @@ Model side: :func:`load_model` (SmolLM2-135M from its GGUF, or random-weight tim
 :func:`keyed_sample` (position-keyed Gumbel-max sampling), :func:`make_timing_step` (calibration),
 :class:`GraphPool` (CUDA-graph decode/verify steps; its cache needs max_batch + 1 slots).
 
+Drafting and acceptance beyond exact chains: :data:`ACCEPT_RULES` / :func:`make_accept_rule` (exact,
+lenient, judge, ead), :data:`MODEL_DRAFTERS` / :class:`LayerSkipDrafter` (self-speculation from the
+model's first layers); tree drafters are verified as trees by the engine.
+
 Engine side (engine, workload, rollouts): :class:`Engine`, :func:`rollout`, :class:`RolloutConfig`,
 :class:`RolloutResult`, :func:`load_backend`, :func:`arithmetic_prompts`, :func:`load_prompts_file`,
 :func:`check_answer`, and the exact-arithmetic :class:`ToyLM` for tests.
@@ -14,7 +18,9 @@ Engine side (engine, workload, rollouts): :class:`Engine`, :func:`rollout`, :cla
 from real_backend._engine import Engine, RolloutOutput, StepOutput
 from real_backend._gguf import model_file
 from real_backend._graphs import GraphPool
+from real_backend._lossy import ACCEPT_RULES, AcceptRule, make_accept_rule
 from real_backend._model import KVCache, ModelConfig, Transformer, load_model
+from real_backend._model_drafter import MODEL_DRAFTERS, LayerSkipDrafter, make_model_drafter
 from real_backend._rollout import Backend, RolloutConfig, RolloutResult, load_backend, rollout
 from real_backend._sampling import keyed_sample
 from real_backend._timing import TimingStep, make_timing_step
@@ -43,6 +49,12 @@ __all__ = [
     "make_timing_step",
     "model_file",
     # engine side (engineer E)
+    "ACCEPT_RULES",
+    "AcceptRule",
+    "LayerSkipDrafter",
+    "MODEL_DRAFTERS",
+    "make_accept_rule",
+    "make_model_drafter",
     "Backend",
     "Engine",
     "Prompt",

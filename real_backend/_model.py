@@ -201,12 +201,20 @@ class Transformer(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, tokens: torch.Tensor, slots: torch.Tensor, start: torch.Tensor, cache: KVCache,
-                c_max: int | None = None) -> torch.Tensor:
+                c_max: int | None = None, *, n_layers: int | None = None,
+                positions: torch.Tensor | None = None, tree: torch.Tensor | None = None) -> torch.Tensor:
         """tokens int64 [B, Q]; slots int64 [B]; start int64 [B] (cached length = position of
         tokens[:, 0]) -> float32 logits [B, Q, V]. See docs/architecture.md and real_backend/README.md.
 
         ``c_max`` (positions read per row, >= max(start) + Q) is computed when omitted; the CUDA-graph
-        pool passes a fixed bucket instead, since a captured graph cannot depend on tensor values."""
+        pool passes a fixed bucket instead, since a captured graph cannot depend on tensor values.
+
+        ``n_layers``: run only the first n layers, then the final norm and the LM head (the early exit
+        of a layer-skip self-drafter; it writes K/V of those layers only, exactly the target's own).
+        ``positions`` int64 [B, Q] and ``tree`` bool [B, Q, Q] verify a token tree: query j is still
+        written at cache position start + j, but is rotated as position ``positions[b, j]`` and sees
+        the row's cache before ``start`` plus the queries i with ``tree[b, j, i]`` (its ancestors and
+        itself). Both default to the causal chain (positions start + j, i <= j)."""
         b, q = tokens.shape
         dev = tokens.device
         min_rows = MIN_ROWS if self.batch_invariant else 1
@@ -221,19 +229,27 @@ class Transformer(nn.Module):
             raise ValueError(f"start + Q = {c_max} exceeds the cache ({cache.max_ctx} positions)")
         pos = start[:, None] + torch.arange(q, device=dev)                   # [B, Q]
         rows = slots[:, None].expand(b, q)
-        cos = self.rope_cos[pos].to(self.tok_emb.weight.dtype)[:, :, None, :]  # [B, Q, 1, hd]
-        sin = self.rope_sin[pos].to(self.tok_emb.weight.dtype)[:, :, None, :]
+        rot = pos if positions is None else positions
+        cos = self.rope_cos[rot].to(self.tok_emb.weight.dtype)[:, :, None, :]  # [B, Q, 1, hd]
+        sin = self.rope_sin[rot].to(self.tok_emb.weight.dtype)[:, :, None, :]
         read = _read_plan(slots, c_max)
         g = self.cfg.n_heads // self.cfg.n_kv_heads
-        # Causal over the row's own positions: query at p sees cache positions <= p.
-        visible = torch.arange(c_max, device=dev)[None, None, :] <= pos[:, :, None]  # [B, Q, C]
+        col = torch.arange(c_max, device=dev)[None, None, :]
+        if tree is None:
+            # Causal over the row's own positions: query at p sees cache positions <= p.
+            visible = col <= pos[:, :, None]                                  # [B, Q, C]
+        else:  # the cached context, plus the query columns the tree lets each query see
+            rel = col - start[:, None, None]                                  # [B, 1, C]
+            inside = (rel >= 0) & (rel < q)
+            seen = tree.gather(2, rel.clamp(0, q - 1).expand(b, q, c_max))
+            visible = (rel < 0) | (inside & seen)
         mask = visible[:, None, None].expand(b, 1, g, q, c_max).reshape(b, 1, g * q, c_max)
         if dev.type == "cpu":  # additive form for the math attention (see _attention)
             mask = torch.zeros(mask.shape, dtype=self.tok_emb.weight.dtype).masked_fill_(~mask, float("-inf"))
         if read.rows is not None:  # rows of the span without a query see everything (no NaN)
             read.mask = mask.new_zeros((read.span,) + mask.shape[1:]).index_copy_(0, read.rows, mask)
         x = self.tok_emb(tokens)                                              # [B, Q, D]
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers[:n_layers]):
             x = layer(x, i, cos, sin, (rows, pos), read, mask, cache, min_rows)
         x = self.norm(x)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight

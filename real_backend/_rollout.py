@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from real_backend._engine import sample_kw
+from real_backend._lossy import make_accept_rule
 from real_backend._workload import (
     Prompt,
     arithmetic_prompts,
@@ -90,6 +92,9 @@ class RolloutConfig:
     """steps of length history used to predict a prompt's response length."""
     graphs: bool | None = None
     """decode/verify through the CUDA-graph step pool (None: on CUDA only)."""
+    accept: str = "exact"
+    """acceptance rule (real_backend/_lossy.py): exact (lossless), lenient, judge, ead (lossy)."""
+    accept_params: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         for name, lo in (("samples", 1), ("steps", 1), ("max_new_tokens", 1), ("max_batch", 1)):
@@ -107,6 +112,11 @@ class RolloutConfig:
                                 fix="pass --perturb >= 0")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise SpecrollError(f"unknown device '{self.device}'", field="device", fix="use cpu or cuda")
+        from real_backend._model_drafter import MODEL_DRAFTERS
+        rule = make_accept_rule(self.accept, **self.accept_params)
+        if rule.draft_stop is not None and self.drafter not in MODEL_DRAFTERS:
+            raise SpecrollError(f"accept rule '{self.accept}' needs a model drafter, got '{self.drafter}'",
+                                field="drafter", fix=f"use --drafter {' or '.join(MODEL_DRAFTERS.names())}")
 
 
 @dataclass
@@ -216,11 +226,13 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
     policy = _policy(cfg)
     prompts = _prompts(cfg)
     from real_backend._engine import Engine
+    from real_backend._model_drafter import MODEL_DRAFTERS, make_model_drafter
     from traces import Trace, TraceMeta
-
+    accept = make_accept_rule(cfg.accept, **cfg.accept_params)
+    model_drafter = drafter is None and cfg.drafter in MODEL_DRAFTERS
     if drafter is None and cfg.drafter == NoDrafter.name:
         drafter = NoDrafter()
-    elif drafter is None:
+    elif drafter is None and not model_drafter:
         from policies import make_drafter
         drafter = make_drafter(cfg.drafter, **cfg.drafter_params)
     if history is None:
@@ -229,19 +241,27 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
             history = LengthHistory(window=cfg.length_window)
         except ImportError:  # policies without length history yet: predictions stay unknown (NaN)
             history = _NoHistory()
-    kmax = int(drafter.kmax)
     backend = backend or load_backend(cfg)
     model, tok, make_cache, ctx_limit, dtype = (backend.model, backend.tokenizer, backend.make_cache,
                                                 backend.ctx_limit, backend.dtype)
+    if model_drafter:  # drafts with the loaded model itself (e.g. its first layers)
+        drafter = make_model_drafter(cfg.drafter, model, **cfg.drafter_params)
+    kmax = int(drafter.kmax)
+    from real_backend._engine import supports_trees
+    width = int(getattr(drafter, "tree_width", 1)) if hasattr(drafter, "propose_tree") else 1
+    if width > 1 and accept.is_lossy:
+        raise SpecrollError(f"accept rule '{cfg.accept}' is lossy; tree drafters are verified exactly",
+                            field="accept", fix="use --accept exact with a tree drafter")
     prompt_tokens = [list(tok.apply_chat_template(list(p.messages), add_generation_prompt=True))
                      for p in prompts]
     longest = max(len(t) for t in prompt_tokens)
-    max_ctx = longest + cfg.max_new_tokens + kmax + 1
+    room = kmax * width  # a tree's nodes all take cache positions while verified
+    max_ctx = longest + cfg.max_new_tokens + room + 1
     if max_ctx > ctx_limit:
         raise SpecrollError(f"longest prompt ({longest} tokens) + max-new-tokens ({cfg.max_new_tokens}) + "
-                            f"draft room ({kmax + 1}) = {max_ctx} exceeds the model's context of {ctx_limit}",
+                            f"draft room ({room + 1}) = {max_ctx} exceeds the model's context of {ctx_limit}",
                             field="max_new_tokens",
-                            fix=f"pass --max-new-tokens <= {ctx_limit - longest - kmax - 1}")
+                            fix=f"pass --max-new-tokens <= {ctx_limit - longest - room - 1}")
     n_slots = min(cfg.max_batch, len(prompts) * cfg.samples)
     use_graphs = cfg.graphs if cfg.graphs is not None else cfg.device.startswith("cuda")
     forward = None
@@ -254,7 +274,8 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
         cache = make_cache(n_slots, max_ctx)
     engine = Engine(model, cache, forward=forward, max_batch=n_slots,
                     max_new_tokens=cfg.max_new_tokens, eos_ids=_eos_ids(model, tok), seed=cfg.seed,
-                    temperature=cfg.temperature, top_p=cfg.top_p)
+                    temperature=cfg.temperature, top_p=cfg.top_p, accept=accept,
+                    trees=supports_trees(model, cache))
     rows: dict[str, list[Any]] = {k: [] for k in ("step", "prompt_id", "sample", "prompt_len", "response_len",
                                                    "finished", "prompt_token_ids", "token_ids")}
     iterations: list[dict[str, Any]] = []
@@ -285,7 +306,7 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
             # History for the next steps: only after the step, as a synchronous RL step would.
             history.record(step, req.prompt_id, len(r.tokens), r.finished)
             drafter.add_rollout(step, req.prompt_id, np.asarray(req.prompt_tokens, dtype=np.int64),
-                                np.asarray(r.tokens, dtype=np.int64))
+                                np.asarray(r.tokens, dtype=np.int64), **sample_kw(drafter, req.sample))
         iterations.extend(out.iterations)
         decisions.extend(out.decisions)
         steps_summary.append(_step_summary(step, out, correct))
@@ -293,11 +314,22 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
                      model=cfg.model, temperature=float(cfg.temperature),
                      extra={"top_p": cfg.top_p, "samples": cfg.samples, "perturb": cfg.perturb,
                             "policy": policy.to_dict(),
-                            "drafter": getattr(drafter, "name", cfg.drafter)})
+                            "drafter": getattr(drafter, "name", cfg.drafter),
+                            # A lossy rollout is not what the target alone produces: never validate
+                            # it as lossless or replay it as the target's trace.
+                            "lossy": accept.is_lossy, "accept": accept.to_dict(),
+                            "engine_drafter": _drafter_meta(drafter, engine.tree_width(drafter))})
     trace = Trace.from_columns(meta, {k: np.asarray(v) if k not in ("prompt_token_ids", "token_ids") else v
                                       for k, v in rows.items()})
     summary = _summary(cfg, policy, steps_summary, dtype, kmax)
     return RolloutResult(trace, iterations, decisions, summary, texts)
+
+
+def _drafter_meta(drafter: Any, tree_width: int) -> dict[str, Any]:
+    """What drafted online: the drafter's own metadata, and the tree width actually verified."""
+    meta = dict(drafter.to_meta()) if hasattr(drafter, "to_meta") else {"kind": getattr(drafter, "name", "")}
+    meta["verified_tree_width"] = tree_width
+    return meta
 
 
 def _eos_ids(model: Any, tok: Any) -> list[int]:
@@ -312,6 +344,7 @@ def _step_summary(step: int, out: Any, correct: list[bool | None]) -> dict[str, 
     lens = np.array([len(r.tokens) for r in out.rollouts])
     accepted = sum(r["accepted"] for r in decode)
     drafted = sum(r["drafted"] for r in decode)
+    lossy = sum(r.get("lossy_tokens", 0) for r in decode)
     known = [c for c in correct if c is not None]
     return {
         "step": step,
@@ -325,6 +358,10 @@ def _step_summary(step: int, out: Any, correct: list[bool | None]) -> dict[str, 
         "accepted_per_iteration": accepted / max(1, len(decode)),
         "tokens_per_iteration": sum(r["new_tokens"] for r in decode) / max(1, len(decode)),
         "acceptance_rate": accepted / drafted if drafted else None,
+        "lossy_tokens": lossy,
+        "lossy_fraction": lossy / tokens if tokens else 0.0,
+        "draft_nodes": sum(r["q_sum"] - r["batch_size"] for r in decode),
+        "draft_wall_s": sum(r.get("draft_wall_s", 0.0) for r in decode),
         "tokens_per_s": tokens / out.wall_s if out.wall_s > 0 else None,
         "mean_response_len": float(lens.mean()),
         "max_response_len": int(lens.max()),
@@ -351,4 +388,8 @@ def _summary(cfg: RolloutConfig, policy: Any, steps: list[dict[str, Any]], dtype
         "accepted": accepted,
         "accepted_per_iteration": accepted / max(1, iters),
         "tokens_per_s": tokens / wall if wall > 0 else None,
+        "drafted": sum(s["drafted"] for s in steps),
+        "lossy": make_accept_rule(cfg.accept, **cfg.accept_params).is_lossy,
+        "lossy_tokens": sum(s["lossy_tokens"] for s in steps),
+        "lossy_fraction": sum(s["lossy_tokens"] for s in steps) / tokens if tokens else 0.0,
     }

@@ -33,8 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", default="ar")
     p.add_argument("--param", action="append", metavar="K=V", help="policy parameter (repeatable)")
     p.add_argument("--policy-file", default=None, help="best_policy.json (overrides --policy)")
-    p.add_argument("--drafter", default="suffix", help="suffix, ngram, or none (no drafts)")
+    p.add_argument("--drafter", default="suffix",
+                   help="suffix, ngram, omni, stand, prevrollout, layerskip (the model's first layers), "
+                        "or none (no drafts)")
     p.add_argument("--drafter-param", action="append", metavar="K=V", help="drafter parameter")
+    p.add_argument("--accept", default="exact",
+                   help="acceptance rule: exact (lossless), lenient (SPEC-RL lenience), judge, ead "
+                        "(entropy-adaptive, with --drafter layerskip); the last three are lossy")
+    p.add_argument("--accept-param", action="append", metavar="K=V",
+                   help="acceptance rule parameter, e.g. lenience=2 (repeatable)")
     p.add_argument("--prompts", type=int, default=None, help="number of prompts (default 8)")
     p.add_argument("--prompts-file", default=None, help="JSONL of prompt strings or chat messages")
     p.add_argument("--samples", type=int, default=4, help="samples per prompt per step (G)")
@@ -65,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         prompts=args.prompts if args.prompts is not None or args.prompts_file else 8,
         prompts_file=args.prompts_file, samples=args.samples, steps=args.steps,
         max_new_tokens=args.max_new_tokens, max_batch=args.max_batch, seed=args.seed,
-        temperature=args.temperature, top_p=args.top_p, perturb=args.perturb)
+        temperature=args.temperature, top_p=args.top_p, perturb=args.perturb, accept=args.accept,
+        accept_params=_kv(args.accept_param, "--accept-param"))
     say(f"rollout: {cfg.model} on {cfg.device}, policy {cfg.policy_file or cfg.policy}, "
         f"drafter {cfg.drafter}")
     with progress(desc="tokens", unit="tok") as bar:
@@ -84,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
               f"{st['max_response_len']:>7} {100 * st['finished_fraction']:>5.0f} {accuracy:>5}")
     print(f"total: {s['tokens']} tokens in {s['total_wall_s']:.2f} s ({s['tokens_per_s'] or 0:.1f} tok/s), "
           f"{s['iterations']} iterations, {s['accepted_per_iteration']:.2f} accepted/iteration")
+    if s["lossy"]:
+        print(f"LOSSY ({cfg.accept} {cfg.accept_params}): {s['lossy_tokens']} accepted tokens differ from "
+              f"the target's own samples ({100 * s['lossy_fraction']:.2f} % of tokens); trace marked lossy")
     for name, path in paths.items():
         print(f"  {name}: {path}")
     return 0

@@ -1,0 +1,217 @@
+"""Acceptance rules of the engine's verification: the lossless exact match and the lossy ones.
+
+Every rule sees, for the verify rows of one iteration, the draft tokens x_j, the target's own
+position-keyed samples y_j (real_backend/_sampling.py) and the logits they came from, and says which
+draft tokens it accepts; the engine keeps the longest accepted prefix, then the target's own token.
+
+- ``exact`` (default, lossless): x_j == y_j. The output equals autoregressive decoding.
+- ``lenient`` (SPEC-RL's lenience l): SPEC-RL accepts a cached token x with probability
+  min(1, l * p_new(x) / p_old(x)) (their code: log U <= log p_new - log p_old - b). Our drafts are
+  deterministic (a point mass: p_old = 1), so the analogous rule accepts x with probability
+  min(1, l * p(x)), and we couple it to the keyed sampler: y is the token whose CDF interval
+  [F(y) - p(y), F(y)) holds the keyed u; x is accepted when u falls within x's interval widened
+  symmetrically (circularly) to width min(1, l * p(x)). At l = 1 the rule *is* x == y (the code
+  takes the exact branch), so lenient(1) is lossless and equals AR; l > 1 accepts more.
+- ``judge`` (Judge Decoding's accept-if-judged-valid, approximated by a logit judge): also accept
+  x != y when x is among the target's ``top_k`` tokens and p(x) >= ``tau`` * p(y). The paper trains
+  a small head on the target's embeddings; ours reads the target's distribution.
+- ``ead`` (Entropy-Adaptive Decoding): accept every draft token; the layer-skip drafter stops
+  drafting where its rolling entropy exceeds ``threshold`` (``draft_stop``), so the target only
+  generates there. Needs the ``layerskip`` drafter.
+
+p is the target's sampling distribution: softmax(logits / T) after top-p; at T = 0 (greedy) the
+sampling distribution is a point mass, so ``lenient`` equals ``exact`` and ``judge`` reads
+softmax(logits). Lossy rules make the rollouts differ from the target's own: the engine counts the
+accepted tokens that differ from y (``lossy_tokens``) and the trace is marked lossy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from real_backend._sampling import keyed_uniform, top_p_mask
+from specroll.errors import SpecrollError
+from specroll.registry import Registry
+
+ACCEPT_RULES: Registry[type[AcceptRule]] = Registry("accept rule")
+
+
+@dataclasses.dataclass
+class Verify:
+    """One iteration's verification inputs (rows = requests, columns = draft positions)."""
+
+    logits: torch.Tensor   # [n, q, V] float32, q >= k + 1
+    drafts: np.ndarray     # [n, q - 1] int64 draft tokens (x_j at column j)
+    target: np.ndarray     # [n, q] int64 the target's keyed samples (y_j)
+    k: np.ndarray          # [n] draft lengths
+    keys: np.ndarray       # [n] sampling keys
+    positions: np.ndarray  # [n, q] response positions of the columns
+    seed: int
+    temperature: float
+    top_p: float
+
+
+class AcceptRule:
+    """Base: the exact match. Subclasses add lossy acceptances of mismatching draft tokens."""
+
+    name: ClassVar[str] = "exact"
+    lossy: ClassVar[bool] = False
+
+    @dataclasses.dataclass
+    class Params:
+        pass
+
+    def __init__(self, **params: Any) -> None:
+        fields = {f.name for f in dataclasses.fields(self.Params)}
+        unknown = sorted(set(params) - fields)
+        if unknown:
+            known = ", ".join(sorted(fields)) or "(none)"
+            raise SpecrollError(f"accept rule '{self.name}' has no parameter {', '.join(map(repr, unknown))}",
+                                field="accept_params", fix=f"use parameters among: {known}")
+        self.params = self.Params(**params)
+        self.validate()
+
+    def validate(self) -> None: ...
+
+    @property
+    def draft_stop(self) -> dict[str, float] | None:
+        """Parameters a model drafter stops drafting on (``ead``); None for the others."""
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.name, "params": dataclasses.asdict(self.params), "lossy": self.is_lossy}
+
+    @property
+    def is_lossy(self) -> bool:
+        return self.lossy
+
+    def accept(self, v: Verify) -> np.ndarray:
+        """bool [n, q - 1]: draft token j of row i accepted (the engine masks columns >= k)."""
+        q1 = v.drafts.shape[1]
+        ok = v.drafts == v.target[:, :q1]
+        extra = self._extra(v, ~ok & (np.arange(q1)[None, :] < v.k[:, None]))
+        return ok if extra is None else ok | extra
+
+    def _extra(self, v: Verify, where: np.ndarray) -> np.ndarray | None:
+        return None
+
+
+ACCEPT_RULES.add("exact", AcceptRule)
+
+
+def _probs(v: Verify, rows: np.ndarray, cols: np.ndarray, greedy_temperature: float) -> torch.Tensor:
+    """The sampling distribution at (rows, cols): float32 [M, V]."""
+    logits = v.logits[torch.as_tensor(rows), torch.as_tensor(cols)].float()
+    t = v.temperature if v.temperature > 0 else greedy_temperature
+    scaled = logits / float(t)
+    if v.top_p < 1.0 and v.temperature > 0:
+        scaled = scaled.masked_fill(top_p_mask(scaled, v.top_p), float("-inf"))
+    return torch.softmax(scaled, dim=-1)
+
+
+@ACCEPT_RULES.register("lenient")
+class LenientRule(AcceptRule):
+    name = "lenient"
+
+    @dataclasses.dataclass
+    class Params:
+        lenience: float = 1.0
+
+    def validate(self) -> None:
+        l_ = self.params.lenience
+        if isinstance(l_, bool) or not isinstance(l_, int | float) or not math.isfinite(l_) or l_ < 1:
+            raise SpecrollError(f"lenience must be a number >= 1, got {l_!r}", field="lenience",
+                                fix="pass lenience=1 (lossless) or more")
+
+    @property
+    def is_lossy(self) -> bool:
+        return float(self.params.lenience) > 1.0
+
+    def _extra(self, v: Verify, where: np.ndarray) -> np.ndarray | None:
+        if not self.is_lossy or v.temperature <= 0 or not where.any():
+            return None  # l = 1 is the exact rule itself; at T = 0 the sampler is a point mass
+        rows, cols = np.nonzero(where)
+        p = _probs(v, rows, cols, 1.0)
+        cdf = p.cumsum(dim=-1)
+        x = torch.as_tensor(v.drafts[rows, cols])
+        ar = torch.arange(len(rows))
+        px, hi, total = p[ar, x], cdf[ar, x], cdf[:, -1]
+        # The sampler's uniform at each (key, position): the same function, the same value.
+        u = keyed_uniform(v.seed, torch.as_tensor(v.keys[rows]),
+                          torch.as_tensor(v.positions[rows, cols])[:, None])
+        t = u[:, 0] * total
+        width = torch.minimum(total, float(self.params.lenience) * px)
+        d = (t - (hi - px / 2)).abs()
+        d = torch.minimum(d, total - d)
+        ok = (px > 0) & (d <= width / 2)
+        out = np.zeros_like(where)
+        out[rows, cols] = ok.numpy()
+        return out
+
+
+@ACCEPT_RULES.register("judge")
+class JudgeRule(AcceptRule):
+    name = "judge"
+    lossy = True
+
+    @dataclasses.dataclass
+    class Params:
+        top_k: int = 4
+        tau: float = 0.25
+
+    def validate(self) -> None:
+        p = self.params
+        if isinstance(p.top_k, bool) or not isinstance(p.top_k, int) or p.top_k < 1:
+            raise SpecrollError(f"top_k must be an integer >= 1, got {p.top_k!r}", field="top_k")
+        if isinstance(p.tau, bool) or not isinstance(p.tau, int | float) or not 0 <= p.tau <= 1:
+            raise SpecrollError(f"tau must be in [0, 1], got {p.tau!r}", field="tau",
+                                fix="pass tau=0.25 (accept x when p(x) >= tau * p(target's token))")
+
+    def _extra(self, v: Verify, where: np.ndarray) -> np.ndarray | None:
+        if not where.any():
+            return None
+        rows, cols = np.nonzero(where)
+        p = _probs(v, rows, cols, 1.0)
+        ar = torch.arange(len(rows))
+        px = p[ar, torch.as_tensor(v.drafts[rows, cols])]
+        py = p[ar, torch.as_tensor(v.target[rows, cols])]
+        rank = (p > px[:, None]).sum(dim=-1)            # tokens strictly more likely than x
+        ok = (px > 0) & (rank < int(self.params.top_k)) & (px >= float(self.params.tau) * py)
+        out = np.zeros_like(where)
+        out[rows, cols] = ok.numpy()
+        return out
+
+
+@ACCEPT_RULES.register("ead")
+class EntropyAdaptiveRule(AcceptRule):
+    name = "ead"
+    lossy = True
+
+    @dataclasses.dataclass
+    class Params:
+        threshold: float = 1.0
+        window: int = 4
+
+    def validate(self) -> None:
+        p = self.params
+        if isinstance(p.threshold, bool) or not isinstance(p.threshold, int | float) or p.threshold < 0:
+            raise SpecrollError(f"threshold must be a number >= 0 (bits), got {p.threshold!r}",
+                                field="threshold")
+        if isinstance(p.window, bool) or not isinstance(p.window, int) or p.window < 1:
+            raise SpecrollError(f"window must be an integer >= 1, got {p.window!r}", field="window")
+
+    @property
+    def draft_stop(self) -> dict[str, float] | None:
+        return {"threshold": float(self.params.threshold), "window": int(self.params.window)}
+
+    def accept(self, v: Verify) -> np.ndarray:
+        return np.ones(v.drafts.shape, dtype=bool)
+
+
+def make_accept_rule(name: str = "exact", **params: Any) -> AcceptRule:
+    return ACCEPT_RULES.get(name, field="accept")(**params)
