@@ -45,6 +45,11 @@ class StepRollouts:
     conf: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     """drafter -> (flat float32 values, offsets (R+1,)) of conf_<drafter> (row-major (L, kmax))."""
     kmax: dict[str, int] = field(default_factory=dict)
+    tree_width: dict[str, int] = field(default_factory=dict)
+    """drafter -> branches of its draft trees (trace metadata ``drafters[name]["tree_width"]``)."""
+    prev_len: np.ndarray | None = None
+    """int64 (R,): response length of the previous step's rollout of the same (prompt_id, sample),
+    0 where there is none (SPEC-RL's cached rollout)."""
 
     @property
     def n(self) -> int:
@@ -75,6 +80,22 @@ class StepAcceptance:
     never changes what it accepts."""
     conf_builder: Callable[[], np.ndarray] | None = field(default=None, repr=False)
     """Builds the per-position confidence, 1-D (parametric) or 2-D (trace), on first use."""
+    tree_width: int = 1
+    """branches of the drafter's draft trees: drafting depth k verifies ``tree_width * k`` nodes
+    (an upper bound when branches are shorter); ``match`` is then the best branch's."""
+    lossy: Any = None
+    """simulator._lossy.LossyPositions when accepted tokens may differ from the target's (judge,
+    entropy-adaptive, lenient SPEC-RL): counts them per iteration. None: lossless."""
+    start_gen: np.ndarray | None = None
+    """int64 per rollout: response tokens already there at admission (default 1: the prefill's
+    token 0). SPEC-RL's reused prefix + 1; a partial rollout's progress when it resumes."""
+    prefill_len: np.ndarray | None = None
+    """int64 per rollout: tokens the admission forward processes (default the prompt): SPEC-RL's
+    verification of the cached rollout; a resumed rollout's recomputed KV."""
+    pre_drafted: np.ndarray | None = None
+    """int64 per rollout: draft tokens verified by the admission forward (SPEC-RL's long draft)."""
+    pre_lossy: np.ndarray | None = None
+    """int64 per rollout: lossy tokens among those accepted by the admission forward."""
     _conf: np.ndarray | None = field(default=None, repr=False)
     _match1: np.ndarray | None = field(default=None, repr=False)
 
@@ -210,7 +231,7 @@ class ParametricAcceptance(AcceptanceSource):
 
     def __init__(self, model: str = "iid", alpha: float = 0.7, kmax: int = 8, decay_tokens: float = 4096.0,
                  alpha_end: float = 0.3, concentration: float = 10.0, spread: float = 0.0,
-                 confidence: bool = False, conf_noise: float = 0.0) -> None:
+                 confidence: bool = False, conf_noise: float = 0.0, tree_width: int = 1) -> None:
         if model not in ("iid", "decay", "beta"):
             raise SpecrollError(f"unknown parametric model '{model}'", field="acceptance.model",
                                 fix="use one of: iid, decay, beta")
@@ -224,6 +245,11 @@ class ParametricAcceptance(AcceptanceSource):
         if float(decay_tokens) <= 0 or float(concentration) <= 0 or float(conf_noise) < 0:
             raise SpecrollError("decay_tokens and concentration must be > 0, conf_noise >= 0",
                                 field="acceptance")
+        if not isinstance(tree_width, int) or isinstance(tree_width, bool) or not 1 <= tree_width <= 16:
+            raise SpecrollError(f"tree_width must be an integer in [1, 16], got {tree_width!r}",
+                                field="acceptance.tree_width",
+                                fix="write 1 (a chain) or the branches of a tree")
+        self.tree_width = int(tree_width)
         self.model, self.alpha, self.kmax = model, float(alpha), int(kmax)
         self.decay_tokens, self.alpha_end = float(decay_tokens), float(alpha_end)
         self.concentration, self.spread = float(concentration), float(spread)
@@ -285,22 +311,35 @@ class ParametricAcceptance(AcceptanceSource):
         total = int(offsets[-1])
         match = np.zeros(total + self.kmax + 1, dtype=np.int8)
         req_alpha = self._request_alpha(ro, seed)
-        keys = rollout_keys(seed, ro.step, ro.prompt_id, ro.sample, stream=1)
+        # Branch b of a draft tree draws its own keyed bits (branch 0: the chain's stream, so a
+        # one-branch tree is the chain bit for bit); m_t = the best branch's run from t.
+        keys = [rollout_keys(seed, ro.step, ro.prompt_id, ro.sample, stream=1 if b == 0 else 100 + b)
+                for b in range(self.tree_width)]
         for lo, hi in _chunks(lens):
             ln = lens[lo:hi]
-            bits = _position_bits(keys[lo:hi], ln)
-            if self.spread == 0.0:
-                # Compare the raw bits with integer thresholds: no float array per position.
-                fail = bits >= self._thresholds(req_alpha, lo, hi, ln)
-            else:
-                fail = _to_unit(bits) >= self._latent_p(ro, seed, req_alpha, lo, hi, ln)
-            fail[np.cumsum(ln) - 1] = True  # the last token is always the target's own
-            match[offsets[lo]:offsets[hi]] = match_from_failures(fail, self.kmax)
+            thr = p = None
+            for b in range(self.tree_width):
+                bits = _position_bits(keys[b][lo:hi], ln)
+                if self.spread == 0.0:
+                    # Compare the raw bits with integer thresholds: no float array per position.
+                    thr = self._thresholds(req_alpha, lo, hi, ln) if thr is None else thr
+                    fail = bits >= thr
+                else:
+                    p = self._latent_p(ro, seed, req_alpha, lo, hi, ln) if p is None else p
+                    fail = _to_unit(bits) >= p
+                fail[np.cumsum(ln) - 1] = True  # the last token is always the target's own
+                m = match_from_failures(fail, self.kmax)
+                seg = match[offsets[lo]:offsets[hi]]
+                if b == 0:
+                    seg[:] = m
+                else:
+                    np.maximum(seg, m, out=seg)
         builder = None
         if self.confidence:
             def builder() -> np.ndarray:
                 return self._observed_conf(ro, seed, req_alpha, total)
-        return StepAcceptance(match=match, offsets=offsets, kmax=self.kmax, conf_builder=builder)
+        return StepAcceptance(match=match, offsets=offsets, kmax=self.kmax, conf_builder=builder,
+                              tree_width=self.tree_width)
 
     def _observed_conf(self, ro: StepRollouts, seed: int, req_alpha: np.ndarray, total: int) -> np.ndarray:
         lens = ro.response_len.astype(np.int64)
@@ -348,7 +387,8 @@ class TraceAcceptance(AcceptanceSource):
         m = np.minimum(np.minimum(values.astype(np.int64), remaining), kmax)
         match = np.zeros(total + kmax + 1, dtype=np.int8)
         match[:total] = np.maximum(m, 0)
-        acc = StepAcceptance(match=match, offsets=offsets, kmax=kmax)
+        acc = StepAcceptance(match=match, offsets=offsets, kmax=kmax,
+                             tree_width=int(ro.tree_width.get(self.drafter, 1)))
         if self.drafter in ro.conf:
             cvals, _ = ro.conf[self.drafter]
             ckmax = ro.kmax.get(self.drafter) or kmax

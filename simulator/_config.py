@@ -8,6 +8,9 @@ seed = 0                      # acceptance draws (and the synthetic trace unless
 [policy]   name = "fixed", params = { k = 4 }
 [acceptance] source = "parametric", alpha = 0.7, ...   # every other key is a source parameter
 [train]    model, passes, mfu, peak_flops, gpus, sync_gbps
+[drafter]  kind = "model", model = "qwen2.5-0.5b", overlap = true   # replaces the profile's drafter cost
+[lossy]    method = "judge", p = 0.3                                  # lossy acceptance on top
+[partial]  enabled = true, concurrency = 4096, target = 8192          # partial rollouts (CoPRIS)
 ```
 """
 
@@ -22,7 +25,7 @@ from typing import Any
 from specroll.errors import SpecrollError
 from specroll.fileio import read_toml
 
-DISPATCH = ("round-robin", "least-loaded", "longest-predicted-first")
+DISPATCH = ("round-robin", "least-loaded", "longest-predicted-first", "histopipe", "long-dedicated")
 
 
 @dataclass
@@ -34,6 +37,11 @@ class ClusterConfig:
     kv_watermark: float = 0.01
     kv_capacity_tokens: int | None = None
     """override the profile's KV capacity per engine (tokens)."""
+    long_engines: int | None = None
+    """``long-dedicated`` dispatch (StreamRL): engines reserved for the predicted long tail
+    (default engines // 8, at least 1)."""
+    long_frac: float = 0.1
+    """``long-dedicated``: fraction of a step's rollouts, longest predicted first, sent to them."""
 
 
 @dataclass
@@ -86,6 +94,27 @@ class TrainConfig:
 
 
 @dataclass
+class LossyConfig:
+    """Lossy acceptance on top of the acceptance source (simulator/_lossy.py)."""
+
+    method: str | None = None
+    """judge | entropy | spec-rl (None: lossless)."""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PartialConfig:
+    """Partial rollouts (CoPRIS): fixed concurrency, the step stops once ``target`` rollouts are done;
+    unfinished ones keep their progress and resume in the next step under the new weights."""
+
+    enabled: bool = False
+    concurrency: int | None = None
+    """rollouts in flight across the cluster (split evenly over engines; default engines x max_batch)."""
+    target: int | None = None
+    """completed rollouts that end a step (default: the step's rollouts in the trace)."""
+
+
+@dataclass
 class SimConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -93,6 +122,10 @@ class SimConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    drafter: dict[str, Any] | None = None
+    """the drafter's cost (calibration drafter spec) replacing the profile's; None: the profile's."""
+    lossy: LossyConfig = field(default_factory=LossyConfig)
+    partial: PartialConfig = field(default_factory=PartialConfig)
     seed: int = 0
     file: str | None = None
     """the TOML file this came from (error messages, relative paths)."""
@@ -106,11 +139,12 @@ class SimConfig:
     def from_dict(cls, d: dict[str, Any], *, file: str | None = None) -> SimConfig:
         d = copy.deepcopy(d)
         d.pop("tune", None)  # the tuner's table (specroll tune): a tuning config simulates as is
-        top = {"cluster", "model", "workload", "policy", "acceptance", "train", "seed"}
+        top = {"cluster", "model", "workload", "policy", "acceptance", "train", "drafter", "lossy", "partial",
+               "seed"}
         _no_unknown(d, top, "", file)
         cfg = cls(file=file, seed=_int(d.get("seed", 0), "seed", file))
         for name, typ in (("cluster", ClusterConfig), ("model", ModelConfig), ("workload", WorkloadConfig),
-                          ("train", TrainConfig)):
+                          ("train", TrainConfig), ("partial", PartialConfig)):
             sec = d.get(name, {})
             if not isinstance(sec, dict):
                 raise SpecrollError("must be a table", file=file, field=name, fix=f"write [{name}]")
@@ -122,6 +156,14 @@ class SimConfig:
         acc = dict(d.get("acceptance", {}))
         source = str(acc.pop("source", "parametric"))
         cfg.acceptance = AcceptanceConfig(source=source, params=acc)
+        for name in ("drafter", "lossy"):
+            if not isinstance(d.get(name, {}), dict):
+                raise SpecrollError("must be a table", file=file, field=name, fix=f"write [{name}]")
+        if d.get("drafter"):
+            cfg.drafter = dict(d["drafter"])
+        lossy = dict(d.get("lossy", {}))
+        method = lossy.pop("method", None)
+        cfg.lossy = LossyConfig(method=None if method is None else str(method), params=lossy)
         cfg.validate()
         return cfg
 
@@ -166,10 +208,50 @@ class SimConfig:
         t = self.train
         if t.passes < 0 or not 0.0 < t.mfu <= 1.0 or t.sync_gbps <= 0:
             raise SpecrollError("need passes >= 0, 0 < mfu <= 1, sync_gbps > 0", file=f, field="train")
+        if c.long_engines is not None and (not isinstance(c.long_engines, int) or not 1 <= c.long_engines
+                                           < c.engines):
+            raise SpecrollError(f"must be an integer in [1, engines - 1], got {c.long_engines!r}", file=f,
+                                field="cluster.long_engines", fix="reserve fewer engines for the long tail")
+        if not 0.0 < float(c.long_frac) < 1.0:
+            raise SpecrollError(f"must be in (0, 1), got {c.long_frac!r}", file=f, field="cluster.long_frac")
+        pa = self.partial
+        for name in ("concurrency", "target"):
+            v = getattr(pa, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise SpecrollError(f"must be a positive integer, got {v!r}", file=f, field=f"partial.{name}")
+        if not isinstance(pa.enabled, bool):
+            raise SpecrollError("must be true or false", file=f, field="partial.enabled")
         self.make_policy()  # unknown policy or parameter -> error naming the file
+        self.make_acceptance()
+        if self.drafter is not None:
+            self.load_profile()  # a bad [drafter] table -> error naming the file and the key
+
+    def make_acceptance(self):
+        """The acceptance source, with the [lossy] method on top when there is one."""
         from simulator._acceptance import make_acceptance
 
-        make_acceptance(self.acceptance.source, self.acceptance.params, file=f)
+        src = make_acceptance(self.acceptance.source, self.acceptance.params, file=self.file)
+        if self.lossy.method is None:
+            if self.lossy.params:
+                raise SpecrollError("lossy parameters without a method", file=self.file, field="lossy.method",
+                                    fix='write method = "judge", "entropy" or "spec-rl"')
+            return src
+        from simulator._lossy import LossyAcceptance
+
+        return LossyAcceptance(src, self.lossy.method, file=self.file, **self.lossy.params)
+
+    def load_profile(self):
+        """The cost profile of model.profile, with the [drafter] table's drafter when there is one."""
+        from calibration import load_profile
+
+        try:
+            prof = load_profile(self.profile_name(), expect_model=self.model.name)
+        except SpecrollError as exc:
+            raise SpecrollError(f"profile '{self.profile_name()}': {exc.what}", file=self.file,
+                                field="model.profile", fix=exc.fix) from None
+        if self.drafter is not None:
+            prof = prof.with_drafter(self.drafter, file=self.file)
+        return prof
 
     def make_policy(self):
         from policies import make_policy
@@ -200,6 +282,11 @@ class SimConfig:
         d.pop("file")
         acc = d.pop("acceptance")
         d["acceptance"] = {"source": acc["source"], **acc["params"]}
+        lossy = d.pop("lossy")
+        if lossy["method"] is not None:
+            d["lossy"] = {"method": lossy["method"], **lossy["params"]}
+        if d["drafter"] is None:
+            d.pop("drafter")
         return d
 
 

@@ -51,6 +51,11 @@ class StepOutcome:
     engine_prefill_s: np.ndarray
     drafted: int = 0
     accepted: int = 0
+    lossy: int = 0
+    """accepted tokens the target alone would not have produced (lossy acceptance)."""
+    progress: np.ndarray | None = None
+    """per rollout, with a stop time: tokens generated when the step stopped for those it left
+    unfinished (-1: finished, or never started)."""
     request_iterations: int = 0
     kernel_iterations: int = 0
     timeline: dict[str, np.ndarray] = field(default_factory=dict)
@@ -88,11 +93,16 @@ class StepKernel:
 
     def __init__(self, ro: StepRollouts, acc: StepAcceptance, engine_of: np.ndarray, queue: np.ndarray,
                  predicted: np.ndarray, spec: EngineSpec, cost: Any, policy: Policy, *, step: int,
-                 rid_base: int, max_len: int, timeline_points: int = 2000, fast: bool = True) -> None:
+                 rid_base: int, max_len: int, timeline_points: int = 2000, fast: bool = True,
+                 stop_at: float | None = None) -> None:
         self.ro, self.acc, self.spec, self.cost, self.policy = ro, acc, spec, cost, policy
+        # Partial rollouts: engines stop starting iterations (and admitting) once their clock reaches
+        # stop_at; what is unfinished then is left for the next step. Only the iteration loop does
+        # this (the windowed path would have to cut its windows at a time, not at events).
+        self.stop_at = stop_at
         # The windowed path (simulator/_window.py) for policies that declare decision horizons;
         # fast=False forces the iteration-by-iteration loop below (the reference it is tested on).
-        self.fast = fast and has_fast_path(policy)
+        self.fast = fast and has_fast_path(policy) and stop_at is None
         self.step, self.rid_base, self.max_len = step, rid_base, max_len
         E = spec.n_engines
         R = ro.n
@@ -103,6 +113,10 @@ class StepKernel:
         counts = np.bincount(self.engine_of, minlength=E)
         self.qptr = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self.qend = self.qptr + counts
+        # KV tokens a request holds at admission: its prompt, plus what it already generated when it
+        # starts past token 0 (SPEC-RL's reused prefix, a resumed partial rollout).
+        self.kv0 = (ro.prompt_len if acc.start_gen is None
+                    else ro.prompt_len + acc.start_gen - 1).astype(np.int64)
         self.requeued: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(E)]
         self.n_requeued = 0
         # engine iteration count at admission, minus iterations run before a preemption
@@ -118,7 +132,8 @@ class StepKernel:
         self.out = StepOutcome(
             engine=self.engine_of.astype(np.int32), start_s=np.full(R, np.nan), end_s=np.full(R, np.nan),
             iterations=np.zeros(R, np.int64), preemptions=np.zeros(R, np.int32),
-            engine_busy_s=self.clock, engine_iterations=self.iters, engine_prefill_s=self.prefill_s)
+            engine_busy_s=self.clock, engine_iterations=self.iters, engine_prefill_s=self.prefill_s,
+            progress=np.full(R, -1, np.int64))
         max_resp = int(ro.response_len.max()) if R else 1
         self.timeline = _Timeline(-(-max_resp // max(1, timeline_points)))
 
@@ -138,9 +153,15 @@ class StepKernel:
         S[GID] = self.rid_base + rows
         # The prefill forward samples response token 0 (as vLLM and our real engine do): decoding
         # starts at position 1 over the prompt's cached context (token 0 is pending, fed next).
-        S[GEN] = 1
-        S[POS] = self.acc.offsets[rows] + 1
-        S[CTX] = ro.prompt_len[rows]
+        acc = self.acc
+        if acc.start_gen is None:
+            S[GEN] = 1
+            S[POS] = acc.offsets[rows] + 1
+        else:  # tokens 0 .. g-1 exist already (SPEC-RL's reused prefix, a resumed rollout)
+            g = acc.start_gen[rows]
+            S[GEN] = g
+            S[POS] = acc.offsets[rows] + g
+        S[CTX] = self.kv0[rows]
         S[LEN] = ro.response_len[rows]
         S[PLEN] = ro.prompt_len[rows]
         F = np.full((self.F.shape[0], rows.shape[0]), np.nan)  # EMA: nan before a first draft
@@ -205,7 +226,7 @@ class StepKernel:
                 taken += 1
             if free > 0 and self.qptr[e] < self.qend[e] and not self.requeued[e]:
                 cand = self.queue[self.qptr[e]:min(self.qend[e], self.qptr[e] + free)]
-                need = np.cumsum(self.ro.prompt_len[cand])
+                need = np.cumsum(self.kv0[cand])
                 take = int(np.searchsorted(need, kv_left, side="right"))
                 if take == 0 and not taken and self.cnt[e] == 0:
                     take = 1  # an idle engine always makes progress, even over budget
@@ -218,6 +239,7 @@ class StepKernel:
             rows_l.append(rows)
             eng_l.append(eng)
         parts_S, parts_F = list(req_S), list(req_F)
+        charge = None  # tokens each admission forward processes, where that is not the context
         if rows_l:
             rows, eng = np.concatenate(rows_l), np.concatenate(eng_l)
             self.out.start_s[rows] = self.clock[eng]
@@ -225,13 +247,19 @@ class StepKernel:
             s, f = self._new_columns(rows, eng)
             parts_S.append(s)
             parts_F.append(f)
+            acc = self.acc
+            if acc.prefill_len is not None:
+                charge = np.concatenate([c[CTX] for c in req_S] + [acc.prefill_len[rows]])
+            if acc.pre_drafted is not None:
+                self.out.drafted += int(acc.pre_drafted[rows].sum())
+                self.out.lossy += int(acc.pre_lossy[rows].sum())
         again = np.empty(0, np.int64)
         if parts_S:
             new_S = np.concatenate(parts_S, axis=1)
             new_F = np.concatenate(parts_F, axis=1)
             order = np.argsort(new_S[ENG], kind="stable")
             new_S, new_F = new_S[:, order], new_F[:, order]
-            self._prefill(new_S[ENG], new_S[CTX])
+            self._prefill(new_S[ENG], new_S[CTX] if charge is None else charge[order])
             done = new_S[GEN] >= new_S[LEN]  # complete at prefill (fresh one-token responses)
             if done.any():
                 loc = new_S[GID, done] - self.rid_base
@@ -261,7 +289,7 @@ class StepKernel:
         first = np.cumsum(L) - L
         rank = np.arange(int(L.sum())) - np.repeat(first, L)
         cand = self.queue[np.repeat(self.qptr[engines], L) + rank]
-        plen = self.ro.prompt_len[cand]
+        plen = self.kv0[cand]
         need = np.cumsum(plen)
         need -= np.repeat(need[first] - plen[first], L)  # cumulative prompt tokens within each engine
         take = np.add.reduceat(need <= np.repeat(budget - kv_now[engines], L), first)
@@ -297,6 +325,8 @@ class StepKernel:
         self.cnt -= gone
         if self.pending:
             waiting = np.flatnonzero(gone)
+            if self.stop_at is not None:  # an engine past the stop time admits nothing more
+                waiting = waiting[self.clock[waiting] < self.stop_at]
             has_queue = (self.qptr[waiting] < self.qend[waiting]) | np.array(
                 [bool(self.requeued[e]) for e in waiting.tolist()], dtype=bool)
             if has_queue.any():
@@ -307,6 +337,27 @@ class StepKernel:
                 self._admit(waiting[has_queue], keep, kv_now)
                 return
         # take() along columns is about twice as fast as a boolean mask over this (rows, n) matrix.
+        self.S, self.F = S.take(keep, axis=1), self.F.take(keep, axis=1)
+        self._segments()
+
+    def _freeze(self, engines: np.ndarray) -> None:
+        """Stop the engines of mask ``engines`` (their clock passed the stop time): record the progress
+        of their running requests and of every waiting preempted request, and leave their queues."""
+        S = self.S
+        on = engines[S[ENG]]
+        cols = np.flatnonzero(on)
+        loc = S[GID, cols] - self.rid_base
+        self.out.progress[loc] = S[GEN, cols]
+        self.out.iterations[loc] = self.iters[S[ENG, cols]] - self.start_iter[loc]
+        for e in range(self.spec.n_engines):
+            if self.requeued[e] and (engines[e] or self.cnt[e] == 0 or self.clock[e] >= self.stop_at):
+                for colS, _ in self.requeued[e]:
+                    self.out.progress[colS[GID] - self.rid_base] = colS[GEN]
+                self.n_requeued -= len(self.requeued[e])
+                self.requeued[e] = []
+        self.qptr[engines] = self.qend[engines]
+        self.cnt[engines] = 0
+        keep = np.flatnonzero(~on)
         self.S, self.F = S.take(keep, axis=1), self.F.take(keep, axis=1)
         self._segments()
 
@@ -344,13 +395,20 @@ class StepKernel:
         E = spec.n_engines
         match, plen_at, kmax = acc.match, acc.proposal_len, acc.kmax
         cap = float(spec.kv_capacity)
-        # (k+1)(k+2)/2: the causal (query, key) pairs inside a (k+1)-token verify, by k.
-        tri = (np.arange(kmax + 1) + 1) * (np.arange(kmax + 1) + 2) // 2
+        tree_w, lossy = acc.tree_width, acc.lossy
+        tri = tree_pairs(kmax, tree_w)
         last_t = np.zeros(E)
         self._admit(np.arange(E))
         tl = self.timeline
-        it = drafted = req_iters = prev_ksum = 0
+        it = drafted = req_iters = prev_ksum = lossy_n = 0
+        stop_at = self.stop_at
         while self.S.shape[1]:
+            if stop_at is not None:
+                frozen = (self.clock >= stop_at) & (self.cnt > 0)
+                if frozen.any():
+                    self._freeze(frozen)
+                    if not self.S.shape[1]:
+                        break
             S, F, active, seg, n_act = self.S, self.F, self.active, self.seg, self.n_act
             eng, pos, ctx = S[ENG], S[POS], S[CTX]
             n = S.shape[1]
@@ -374,11 +432,15 @@ class StepKernel:
             c_max = np.maximum.reduceat(ctx, seg).astype(np.float64)
             if ksum:
                 a = np.minimum(k, m)
-                qc = (k + 1) * ctx
+                # A tree of tree_w branches of depth k verifies tree_w * k nodes (chains: k).
+                kq = k if tree_w == 1 else k * tree_w
+                qc = (kq + 1) * ctx
                 qc += tri[k]
-                draft = draft.astype(np.float64)
+                draft = (draft if tree_w == 1 else draft * tree_w).astype(np.float64)
+                if lossy is not None:
+                    lossy_n += lossy.count(pos, a)
                 batch = IterationBatch(
-                    n=n_act, q_sum=n_act + draft, q_max=np.maximum.reduceat(k, seg) + 1.0,
+                    n=n_act, q_sum=n_act + draft, q_max=np.maximum.reduceat(kq, seg) + 1.0,
                     c_sum=c_sum, c_max=c_max, qc_sum=np.add.reduceat(qc, seg).astype(np.float64),
                     draft_tokens=draft)
             else:
@@ -392,7 +454,7 @@ class StepKernel:
                 tl.add(it, self.clock, self.cnt, t)
             self.clock += t
             self.iters += self.act_mask
-            drafted += ksum
+            drafted += ksum * tree_w
             req_iters += n
             it += 1
             policy.observe(state, Feedback(k=k, accepted=a, iter_time=t))
@@ -414,11 +476,25 @@ class StepKernel:
                 kv = np.bincount(self.S[ENG], weights=self.S[CTX], minlength=E)
                 if (kv > cap).any():
                     self._preempt(kv)
+        if stop_at is not None:  # preempted requests waiting on engines that stopped
+            self._freeze(np.zeros(E, bool))
         tl.add(it, self.clock, self.cnt, np.zeros(E))
-        out.drafted, out.accepted = drafted, accepted_total(self.ro, req_iters)
+        out.lossy += lossy_n
+        out.drafted, out.accepted = drafted + out.drafted, accepted_total(self.ro, req_iters)
         out.request_iterations, out.kernel_iterations = req_iters, it
         out.timeline = tl.arrays(E)
         return out
+
+
+def tree_pairs(kmax: int, width: int = 1) -> np.ndarray:
+    """int64 (kmax+1,): attention (query, key) pairs inside a verify of depth k, by k, beyond the
+    (query tokens x cached context) ones. A chain verifies k+1 causal tokens: (k+1)(k+2)/2 pairs.
+    A tree of ``width`` branches that share only the pending token verifies width*k + 1 tokens: the
+    pending one sees itself (1 pair) and a node at depth d sees the pending token and its d
+    ancestors-or-self (d + 1 pairs): 1 + width * (k + k(k+1)/2), the chain's count when width = 1."""
+    k = np.arange(kmax + 1, dtype=np.int64)
+    chain = (k + 1) * (k + 2) // 2
+    return chain if width == 1 else 1 + width * (chain - 1)
 
 
 def accepted_total(ro: StepRollouts, req_iters: int) -> int:

@@ -52,19 +52,20 @@ def has_fast_path(policy: Any) -> bool:
 
 def run_windowed(kern: Any) -> Any:
     """StepKernel.run for a policy with ``decide_with_horizon``; returns the same StepOutcome."""
-    from simulator._kernel import CTX, ENG, GEN, GID, LEN, POS, accepted_total
+    from simulator._kernel import CTX, ENG, GEN, GID, LEN, POS, accepted_total, tree_pairs
 
     spec, acc, cost, out = kern.spec, kern.acc, kern.cost, kern.out
     E, kmax = spec.n_engines, acc.kmax
     match1, plen_at = acc.match1, acc.proposal_len
     cap = int(spec.kv_capacity)
-    tri = (np.arange(kmax + 1) + 1) * (np.arange(kmax + 1) + 2) // 2  # causal pairs of a k+1 verify
+    tree_w, lossy = acc.tree_width, acc.lossy
+    tri = tree_pairs(kmax, tree_w)  # pairs inside a verify of depth k (tree_w branches)
     grid = Grid(E, kern.timeline.every)
     buf = Buffers()
     needs_cmax = getattr(cost, "reads_context_max", lambda: True)
     needs_qmax = getattr(cost, "reads_query_max", lambda: True)
     last_t = np.zeros(E)
-    drafted = req_iters = 0
+    drafted = req_iters = lossy_n = 0
     gain = 0.5  # accepted per drafted token, measured on the previous window (steers W only)
     kern._admit(np.arange(E))
     while kern.S.shape[1]:
@@ -147,9 +148,11 @@ def run_windowed(kern: Any) -> Any:
             n_req = cnt - _from_row(np.ones_like(g_col), g_fin + 1, g_eng, W, A)
         if plen_at is None:
             draft, q_max, qc = _features_fixed_k(k, seg, n_req, csum, Pw, off, tri, bands, gone, final,
-                                                 needs_qmax())
+                                                 needs_qmax(), tree_w)
         else:
-            draft, q_max, qc = _features_proposals(plen_at, k, seg, Pw, off, tri, gone)
+            draft, q_max, qc = _features_proposals(plen_at, k, seg, Pw, off, tri, gone, tree_w)
+        if lossy is not None:
+            lossy_n += _window_lossy(lossy, P, w, cnt, end)
         c_max = np.zeros(A)  # the cost model would multiply it by 0 or never read it
         if needs_cmax():
             dead = None if gone is None else rows[:W] > g_fin
@@ -200,7 +203,8 @@ def run_windowed(kern: Any) -> Any:
             if (kv > cap).any():
                 kern._preempt(kv)
 
-    out.drafted, out.accepted = drafted, accepted_total(kern.ro, req_iters)
+    out.lossy += lossy_n
+    out.drafted, out.accepted = drafted + out.drafted, accepted_total(kern.ro, req_iters)
     out.request_iterations = req_iters
     out.kernel_iterations = int(kern.iters.max()) if E else 0
     out.timeline = grid.arrays(kern.iters, kern.clock)
@@ -278,51 +282,67 @@ def _from_row(values: np.ndarray, row: np.ndarray, col: np.ndarray, rows: int, c
     return np.cumsum(M[:rows], axis=0)
 
 
-def _features_fixed_k(k, seg, cnt, csum, Pw, off, tri, bands, gone, final, needs_qmax):
-    """(draft, q_max, pairs) per engine or per (iteration, engine), for a k fixed per request."""
+def _features_fixed_k(k, seg, cnt, csum, Pw, off, tri, bands, gone, final, needs_qmax, tree_w=1):
+    """(draft, q_max, pairs) per engine or per (iteration, engine), for a k fixed per request.
+    A tree of ``tree_w`` branches verifies kq = tree_w * k nodes (``tri`` is then the tree's table)."""
     W, A = Pw.shape[0], seg.shape[0]
-    draft = np.add.reduceat(k, seg)
+    kq = k if tree_w == 1 else k * tree_w
+    draft = np.add.reduceat(kq, seg)
     k_hi = np.maximum.reduceat(k, seg)
+    kq_hi = k_hi if tree_w == 1 else k_hi * tree_w
     one_k = bool((np.minimum.reduceat(k, seg) == k_hi).all())
     if one_k:
         # One draft length per engine (fixed, ar, das before history): the pairs are
-        # (k+1) * contexts + n * tri[k], no pass over the window.
-        qc = csum[:W] * (k_hi + 1) + cnt * tri[k_hi]
+        # (kq+1) * contexts + n * tri[k], no pass over the window.
+        qc = csum[:W] * (kq_hi + 1) + cnt * tri[k_hi]
     else:
         qc = np.zeros((W, A), np.int64)
         for r0, r1, a, c in bands:
             r1 = min(r1, W)
             if r1 > r0:
-                qc[r0:r1, :a] = np.add.reduceat(Pw[r0:r1, :c] * (k[:c] + 1), seg[:a], axis=1)
-        qc += np.add.reduceat(off * (k + 1) + tri[k], seg)
-    q_max = k_hi + 1.0 if needs_qmax else np.ones(A)
+                qc[r0:r1, :a] = np.add.reduceat(Pw[r0:r1, :c] * (kq[:c] + 1), seg[:a], axis=1)
+        qc += np.add.reduceat(off * (kq + 1) + tri[k], seg)
+    q_max = kq_hi + 1.0 if needs_qmax else np.ones(A)
     if gone is None:
         return draft, q_max, qc
     col, eng, fin = gone
     kg = k[col]
+    kqg = kg if tree_w == 1 else kg * tree_w
     if not one_k:
-        qc -= _from_row((kg + 1) * final + tri[kg], fin + 1, eng, W, A)
-    draft = draft - _from_row(kg, fin + 1, eng, W, A)
+        qc -= _from_row((kqg + 1) * final + tri[kg], fin + 1, eng, W, A)
+    draft = draft - _from_row(kqg, fin + 1, eng, W, A)
     if needs_qmax:
         # Largest draft among the requests still there: the staying ones', or a leaver's up to
         # the iteration it finished in (a running max from the last row up).
-        stay = k.copy()
+        stay = kq.copy()
         stay[col] = -1
         M = np.full((W, A), -1, np.int64)
-        np.maximum.at(M, (np.minimum(fin, W - 1), eng), kg)
+        np.maximum.at(M, (np.minimum(fin, W - 1), eng), kqg)
         q_max = np.maximum(np.maximum.accumulate(M[::-1], axis=0)[::-1], np.maximum.reduceat(stay, seg)) + 1.0
     return draft, q_max, qc
 
 
-def _features_proposals(plen_at, k, seg, Pw, off, tri, gone):
+def _features_proposals(plen_at, k, seg, Pw, off, tri, gone, tree_w=1):
     """(draft, q_max, pairs) per (iteration, engine) when the drafter's proposal length clips k per
     position (it never changes acceptance: match <= proposal_len)."""
     kk = np.minimum(plen_at.take(Pw, mode="clip"), k)
     if gone is not None:  # a request that left drafts nothing and adds no pairs
         dead = np.arange(Pw.shape[0])[:, None] > gone[2]
         kk[:, gone[0]] = np.where(dead, 0, kk[:, gone[0]])
-    pairs = (kk + 1) * (Pw + off) + tri[kk]
+    kkq = kk if tree_w == 1 else kk * tree_w
+    pairs = (kkq + 1) * (Pw + off) + tri[kk]
     if gone is not None:
         pairs[:, gone[0]] = np.where(dead, 0, pairs[:, gone[0]])
-    return (np.add.reduceat(kk, seg, axis=1), np.maximum.reduceat(kk, seg, axis=1) + 1.0,
+    return (np.add.reduceat(kkq, seg, axis=1), np.maximum.reduceat(kkq, seg, axis=1) + 1.0,
             np.add.reduceat(pairs, seg, axis=1))
+
+
+def _window_lossy(lossy: Any, P: np.ndarray, w: np.ndarray, cnt: np.ndarray, end: np.ndarray) -> int:
+    """Lossy tokens accepted in the kept iterations of a window: iteration r of a column ran if
+    r < its engine's w and the request had not finished (P[r] < end); it accepted P[r+1]-P[r]-1."""
+    W = int(w.max()) if w.size else 0
+    if W == 0:
+        return 0
+    P0, P1 = P[:W], P[1:W + 1]
+    live = (np.arange(W)[:, None] < np.repeat(w, cnt)) & (end > P0)
+    return lossy.count(P0[live], P1[live] - P0[live] - 1)

@@ -43,7 +43,9 @@ def split_steps(tr, config: SimConfig) -> list[StepRollouts]:
     w = config.workload
     if w.trace is not None and w.steps is not None:
         steps = steps[: w.steps]
-    kmax = {name: int(spec.get("kmax", 8)) for name, spec in tr.meta.extra.get("drafters", {}).items()}
+    drafters = tr.meta.extra.get("drafters", {})
+    kmax = {name: int(spec.get("kmax", 8)) for name, spec in drafters.items()}
+    width = {name: int(spec.get("tree_width", 1)) for name, spec in drafters.items()}
     step_col = tr.column("step")
     bounds = np.searchsorted(step_col, np.concatenate([steps, [np.iinfo(np.int64).max]]))
     out = []
@@ -57,6 +59,7 @@ def split_steps(tr, config: SimConfig) -> list[StepRollouts]:
             response_len=tr.column("response_len")[lo:hi].astype(np.int64),
             finished=tr.column("finished")[lo:hi].astype(bool),
             kmax=dict(kmax),
+            tree_width=dict(width),
         )
         for prefix, target in (("match_", ro.match), ("conf_", ro.conf)):
             for col in tr.columns:
@@ -65,10 +68,28 @@ def split_steps(tr, config: SimConfig) -> list[StepRollouts]:
                     target[col[len(prefix):]] = (values[offsets[lo]:offsets[hi]],
                                                  offsets[lo:hi + 1] - offsets[lo])
         out.append(ro)
+    for prev, ro in zip(out, out[1:]):
+        ro.prev_len = _previous_lengths(prev, ro)
     if not out:
         raise SpecrollError("the trace has no rollouts", file=config.file, field="workload",
                             fix="use a non-empty trace")
     return out
+
+
+def _previous_lengths(prev: StepRollouts, ro: StepRollouts) -> np.ndarray:
+    """Response length of ``prev``'s rollout with the same (prompt_id, sample) as each of ``ro``'s
+    (0 where ``prev`` has none); both are sorted by (prompt_id, sample)."""
+    if prev.n == 0 or ro.n == 0:
+        return np.zeros(ro.n, np.int64)
+    ids = np.concatenate([prev.prompt_id, ro.prompt_id])
+    samples = np.concatenate([prev.sample, ro.sample])
+    if ids.min() >= 0 and ids.max() < (1 << 40) and samples.min() >= 0 and samples.max() < (1 << 20):
+        key_prev = prev.prompt_id * (1 << 20) + prev.sample
+        key = ro.prompt_id * (1 << 20) + ro.sample
+        at = np.minimum(np.searchsorted(key_prev, key), prev.n - 1)
+        return np.where(key_prev[at] == key, prev.response_len[at], 0).astype(np.int64)
+    lens = {(int(p), int(q)): int(L) for p, q, L in zip(prev.prompt_id, prev.sample, prev.response_len)}
+    return np.array([lens.get((int(p), int(q)), 0) for p, q in zip(ro.prompt_id, ro.sample)], np.int64)
 
 
 def dispatch(predicted: np.ndarray, n_engines: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
