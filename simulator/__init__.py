@@ -2,7 +2,8 @@
 
 Public surface: :class:`SimConfig`, :func:`simulate`, :func:`simulate_policies`,
 :class:`Simulator`, :class:`SimResult`, :func:`plan`, the acceptance sources (:data:`ACCEPTANCE`,
-:func:`make_acceptance`, :class:`StepRollouts`) and :func:`batch_size_over_time`.
+:func:`make_acceptance`, :class:`StepRollouts`, the adaptive drafter and the lossy methods) and
+:func:`batch_size_over_time`.
 See docs/simulator.md.
 """
 
@@ -15,8 +16,11 @@ from simulator._acceptance import (
     TraceAcceptance,
     make_acceptance,
 )
-from simulator._config import SimConfig
+from simulator._config import LossyConfig, PartialConfig, SimConfig
+from simulator._drafter_training import AdaptiveDrafterAcceptance
 from simulator._kernel import EngineSpec, StepKernel, StepOutcome
+from simulator._lossy import METHODS as LOSSY_METHODS
+from simulator._lossy import LossyAcceptance, LossyPositions
 from simulator._plan import PlanRow, fewest_engines, format_plan, plan
 from simulator._plots import batch_size_over_time, plot_batch_size
 from simulator._result import WALL_KEYS, SimResult
@@ -24,6 +28,12 @@ from simulator._simulate import Simulator, simulate, simulate_policies
 
 __all__ = [
     "ACCEPTANCE",
+    "AdaptiveDrafterAcceptance",
+    "LOSSY_METHODS",
+    "LossyAcceptance",
+    "LossyConfig",
+    "LossyPositions",
+    "PartialConfig",
     "WALL_KEYS",
     "AcceptanceSource",
     "EngineSpec",

@@ -50,7 +50,7 @@ from specroll.errors import SpecrollError
 
 METHODS = ("judge", "entropy", "spec-rl")
 # Random streams of the lossy draws (the parametric source uses 1-3, 7 and 100+ for tree branches).
-_JUDGE, _RUN_START, _RUN_LEN, _DISAGREE, _LENIENCE = 11, 12, 13, 14, 15
+_JUDGE, _RUN_START, _RUN_LEN, _DISAGREE, _LENIENCE, _REUSE = 11, 12, 13, 14, 15, 16
 
 
 @dataclass
@@ -112,7 +112,7 @@ class LossyAcceptance(AcceptanceSource):
             raise SpecrollError(f"unknown lossy method '{method}'", file=file, field="lossy.method",
                                 fix=f"use one of: {', '.join(METHODS)}")
         known = {"judge": {"p"}, "entropy": {"fraction", "run_tokens", "disagree"},
-                 "spec-rl": {"lenience", "reuse"}}[method]
+                 "spec-rl": {"lenience", "reuse", "reuse_alpha"}}[method]
         bad = sorted(set(params) - known)
         if bad:
             raise SpecrollError(f"lossy method '{method}' has no parameter '{bad[0]}'", file=file,
@@ -124,12 +124,15 @@ class LossyAcceptance(AcceptanceSource):
         self.disagree = float(params.get("disagree", 0.1))
         self.lenience = float(params.get("lenience", 1.0))
         self.reuse = params.get("reuse", True)
+        ra = params.get("reuse_alpha")
+        self.reuse_alpha = None if ra is None else float(ra)
         for name, v, ok in (("p", self.p, 0.0 <= self.p <= 1.0),
                             ("fraction", self.fraction, 0.0 <= self.fraction < 1.0),
                             ("run_tokens", self.run_tokens, self.run_tokens >= 1.0),
                             ("disagree", self.disagree, 0.0 <= self.disagree <= 1.0),
                             ("lenience", self.lenience, self.lenience >= 1.0),
-                            ("reuse", self.reuse, isinstance(self.reuse, bool))):
+                            ("reuse", self.reuse, isinstance(self.reuse, bool)),
+                            ("reuse_alpha", ra, ra is None or 0.0 <= float(ra) <= 1.0)):
             if not ok:
                 raise SpecrollError(f"bad value {v!r}", file=file, field=f"lossy.{name}",
                                     fix="p, fraction, disagree in [0, 1] (fraction < 1), run_tokens >= 1, "
@@ -180,7 +183,10 @@ class LossyAcceptance(AcceptanceSource):
         acc._match1 = None
         acc.lossy = LossyPositions(base=base, skip=skip, cum=cum)
         if self.method == "spec-rl" and self.reuse:
-            self._reuse(acc, ro)
+            if self.reuse_alpha is None:
+                self._reuse(acc, ro)
+            else:
+                self._reuse_parametric(acc, ro, seed)
         return acc
 
     def _skips(self, ro: StepRollouts, seed: int, lo: int, hi: int, ln: np.ndarray, kmax: int
@@ -222,6 +228,39 @@ class LossyAcceptance(AcceptanceSource):
         flag = (in_run & (unit(_DISAGREE) < np.float32(self.disagree))).astype(np.int8)
         return skip, flag
 
+    def _reuse_parametric(self, acc: StepAcceptance, ro: StepRollouts, seed: int) -> None:
+        """SPEC-RL's admission forward with its own per-token agreement ``reuse_alpha`` between the
+        cached rollout and the current policy (keyed draws, like the parametric source): the reused
+        prefix ends at the first disagreement the lenience does not accept."""
+        prev = np.zeros(ro.n, np.int64) if ro.prev_len is None else ro.prev_len.astype(np.int64)
+        L = ro.response_len.astype(np.int64)
+        cap = np.minimum(prev, L - 1)  # tokens of the cached draft that can be reused
+        lens = ro.response_len.astype(np.int64)
+        r = np.zeros(ro.n, np.int64)
+        lossy = np.zeros(ro.n, np.int64)
+        thr = np.uint32(min(self.reuse_alpha * 2.0**32, 2.0**32 - 1))
+        for lo, hi in _chunks(lens):
+            a = int(acc.offsets[lo])
+            ln = lens[lo:hi]
+            keys = rollout_keys(seed, ro.step, ro.prompt_id[lo:hi], ro.sample[lo:hi], stream=_REUSE)
+            miss = _position_bits(keys, ln) >= thr
+            jump = acc.lossy.skip[a:a + miss.shape[0]] > 0
+            local = np.arange(miss.shape[0]) - np.repeat(acc.offsets[lo:hi] - a, ln)
+            stop = np.where(miss & ~jump, local, np.iinfo(np.int64).max)
+            starts = (acc.offsets[lo:hi] - a).astype(np.int64)
+            first = np.minimum.reduceat(stop, starts) if miss.shape[0] else np.zeros(0, np.int64)
+            r[lo:hi] = np.minimum(first, cap[lo:hi])
+            hits = np.concatenate([[0], np.cumsum(miss & jump)])
+            lossy[lo:hi] = hits[starts + r[lo:hi]] - hits[starts]
+        self._admission(acc, ro, r, prev, lossy)
+
+    def _admission(self, acc: StepAcceptance, ro: StepRollouts, r: np.ndarray, prev: np.ndarray,
+                   lossy: np.ndarray) -> None:
+        acc.start_gen = r + 1  # tokens 0 .. r-1 reused, token r the target's own
+        acc.prefill_len = ro.prompt_len.astype(np.int64) + prev
+        acc.pre_drafted = prev
+        acc.pre_lossy = lossy
+
     def _reuse(self, acc: StepAcceptance, ro: StepRollouts) -> None:
         """SPEC-RL's admission forward: verify the cached rollout (length prev_len) as one draft. The
         accepted prefix r is the lenient walk from position 0 (native runs continue past kmax: a run
@@ -243,8 +282,4 @@ class LossyAcceptance(AcceptanceSource):
             lossy[idx[jump]] += 1
             cur[idx] = np.where(run_on, p, np.where(jump, p + 1, p))
             idx = idx[(run_on | jump) & (cur[idx] < cap[idx])]
-        r = np.minimum(cur, cap) - off
-        acc.start_gen = r + 1
-        acc.prefill_len = ro.prompt_len.astype(np.int64) + prev
-        acc.pre_drafted = prev
-        acc.pre_lossy = lossy
+        self._admission(acc, ro, np.minimum(cur, cap) - off, prev, lossy)

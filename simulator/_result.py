@@ -21,6 +21,8 @@ class SimResult:
     """per rollout: step, prompt_id, sample, engine, response_len, start_s, end_s, iterations, ..."""
     engines: dict[str, np.ndarray] = field(default_factory=dict)
     """per engine over time (sampled): step, engine, time_s, batch_size, iter_time_s."""
+    training: dict[str, np.ndarray] = field(default_factory=dict)
+    """drafter training on idle engines (adaptive-drafter source): step, engine, start_s, end_s."""
 
     @property
     def makespan_s(self) -> float:
@@ -38,7 +40,8 @@ class SimResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"summary": write_json(out / "summary.json", self.summary)}
-        for name, cols in (("requests", self.requests), ("engines", self.engines)):
+        for name, cols in (("requests", self.requests), ("engines", self.engines),
+                           ("drafter_training", self.training)):
             if not cols:
                 continue
             path = out / f"{name}.parquet"

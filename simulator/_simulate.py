@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from simulator._acceptance import StepAcceptance, make_acceptance
+from simulator._acceptance import StepAcceptance
 from simulator._config import SimConfig
 from simulator._kernel import EngineSpec, StepKernel, StepOutcome
+from simulator._partial import FreshQueue, carry_over, merge_step
 from simulator._result import SimResult
 from simulator._workload import dispatch, load_trace, split_steps
 from specroll.errors import SpecrollError
@@ -42,18 +43,17 @@ class Simulator:
         # fast path is tested against); results are the same bit for bit either way.
         self.fast = fast
         if profile is None:
-            from calibration import load_profile
-
-            try:
-                profile = load_profile(config.profile_name(), expect_model=config.model.name)
-            except SpecrollError as exc:
-                raise SpecrollError(f"profile '{config.profile_name()}': {exc.what}", file=config.file,
-                                    field="model.profile", fix=exc.fix) from None
+            profile = config.load_profile()  # with the [drafter] table's drafter cost, if any
+        elif config.drafter is not None:
+            profile = profile.with_drafter(config.drafter, file=config.file)
         self.profile = profile
         self.trace = load_trace(config) if trace is None else trace
         self.steps = split_steps(self.trace, config)
         self.max_len = int(self.trace.max_response_len)
-        self.source = make_acceptance(config.acceptance.source, config.acceptance.params, file=config.file)
+        self.source = config.make_acceptance()
+        # A per-run source (the adaptive drafter) depends on the run's own earlier steps: its steps
+        # are drawn afresh in every run, never cached across runs.
+        self.per_run = bool(getattr(self.source, "per_run", False))
         self._acc: dict[int, StepAcceptance] = {}
         self.acceptance_wall_s = 0.0
         cap = config.cluster.kv_capacity_tokens or int(profile.kv_capacity_tokens)
@@ -61,17 +61,23 @@ class Simulator:
             raise SpecrollError(f"the profile leaves no KV-cache memory ({cap} tokens per engine)",
                                 file=config.file, field="model.profile",
                                 fix="use more tensor parallelism, a bigger device or a smaller model")
-        self.spec = EngineSpec(config.cluster.engines, config.cluster.max_batch, cap,
-                               config.cluster.kv_watermark)
+        max_batch = config.cluster.max_batch
+        pa = config.partial
+        if pa.enabled and pa.concurrency is not None:  # a fixed number of rollouts in flight
+            max_batch = max(1, min(max_batch, -(-pa.concurrency // config.cluster.engines)))
+        self.spec = EngineSpec(config.cluster.engines, max_batch, cap, config.cluster.kv_watermark)
 
     def acceptance(self, i: int) -> StepAcceptance:
         if i not in self._acc:
             t0 = time.perf_counter()
             try:
-                self._acc[i] = self.source.prepare(self.steps[i], self.config.seed)
+                acc = self.source.prepare(self.steps[i], self.config.seed)
             except SpecrollError as exc:
                 raise SpecrollError(exc.what, file=self.config.file, field=exc.field, fix=exc.fix) from None
             self.acceptance_wall_s += time.perf_counter() - t0
+            if self.per_run:
+                return acc
+            self._acc[i] = acc
         return self._acc[i]
 
     # --- training phase ---------------------------------------------------------------------------
@@ -99,46 +105,93 @@ class Simulator:
         history = _length_history(cfg.workload.history_window)
         env = simpy.Environment()
         E = cfg.cluster.engines
+        partial = cfg.partial.enabled
+        train_drafter = self.per_run  # the adaptive drafter: it trains on idle engines
+        if self.per_run:
+            self.source.start_run()
         records: list[dict[str, Any]] = []
-        outcomes: list[tuple[int, float, StepOutcome]] = []
+        outcomes: list[tuple[int, float, StepOutcome, Any]] = []
+        training: list[tuple[int, int, float, float]] = []
         wall0 = time.perf_counter()
         acc_wall0 = self.acceptance_wall_s
         kernel_wall = [0.0]
         bar = progress(total=len(self.steps) if show_progress else 0, desc=f"simulate {policy.name}",
                        unit="step")
         rid_base = [0]
+        carry = [None]
+        fresh = FreshQueue([ro.n for ro in self.steps]) if partial else None
 
-        def engine_proc(busy_s: float):
+        def kernel(ro, acc, engine_of, queue, pred, fast, stop_at=None) -> StepOutcome:
+            policy.reset(E)
+            k0 = time.perf_counter()
+            out = StepKernel(ro, acc, engine_of, queue, pred, self.spec, self.profile, policy, step=ro.step,
+                             rid_base=rid_base[0], max_len=self.max_len, fast=fast, stop_at=stop_at).run()
+            kernel_wall[0] += time.perf_counter() - k0
+            return out
+
+        def engine_proc(e: int, busy_s: float, done, barrier, t0: float):
             yield env.timeout(busy_s)
+            done.succeed()
+            if train_drafter:  # TLT: the engine trains the drafter until the step's barrier
+                start = env.now
+                yield barrier
+                if env.now > start:
+                    training.append((len(records), e, start - t0, env.now - t0))
 
         def rl_loop():
-            for i, ro in enumerate(self.steps):
+            for i, ro_new in enumerate(self.steps):
                 t_start = env.now
-                acc = self.acceptance(i)
+                if partial:
+                    # The pool: carried rollouts, then fresh ones up to the step's batch plus the
+                    # concurrency (rollouts start as others finish until `target` are done).
+                    have = 0 if carry[0] is None else carry[0].n
+                    extra = self.spec.max_batch * E
+                    chunks = fresh.take(max(ro_new.n + extra - have, 0))
+                    parts = [(self.steps[j], self.acceptance(j), rows) for j, rows in chunks]
+                    ro, acc, gen0, origin = merge_step(carry[0], parts, ro_new.step)
+                else:
+                    ro, acc, gen0, origin = ro_new, self.acceptance(i), None, None
                 pred = (history.predict(ro.prompt_id, ro.step) if history is not None
                         else np.full(ro.n, np.nan))
                 pred = np.asarray(pred, dtype=np.float64)
-                engine_of, queue = dispatch(pred, E, cfg.cluster.dispatch)
-                policy.reset(E)
-                k0 = time.perf_counter()
-                out = StepKernel(ro, acc, engine_of, queue, pred, self.spec, self.profile, policy,
-                                 step=ro.step, rid_base=rid_base[0], max_len=self.max_len,
-                                 fast=self.fast).run()
-                kernel_wall[0] += time.perf_counter() - k0
+                work = pred if gen0 is None else np.maximum(pred - gen0, 1.0)
+                engine_of, queue = dispatch(work, E, cfg.cluster.dispatch, step=i,
+                                            long_engines=cfg.cluster.long_engines,
+                                            long_frac=cfg.cluster.long_frac)
+                out = kernel(ro, acc, engine_of, queue, pred, self.fast)
+                if partial:
+                    target = min(cfg.partial.target or ro_new.n, ro.n)
+                    if target < ro.n:
+                        # The step stops at its target-th completion: find that time on the full run,
+                        # then run again up to it (the iteration loop, which can stop at a time).
+                        stop_at = float(np.sort(out.end_s)[target - 1])
+                        out = kernel(ro, acc, engine_of, queue, pred, False, stop_at)
                 rid_base[0] += ro.n
                 # The barrier: the step's training starts when its last engine is done.
-                ends = out.engine_busy_s
-                yield env.all_of([env.process(engine_proc(float(b))) for b in ends[ends > 0]] or
-                                 [env.timeout(0)])
+                done = [env.event() for _ in range(E)]
+                barrier = env.all_of(done)
+                for e, b in enumerate(out.engine_busy_s.tolist()):
+                    env.process(engine_proc(e, b, done[e], barrier, t_start))
+                yield barrier
                 rollout_s = env.now - t_start
-                tokens = int(ro.response_len.sum() + ro.prompt_len.sum())
+                completed = np.isfinite(out.end_s)
+                tokens = int(ro.response_len[completed].sum() + ro.prompt_len[completed].sum())
                 train_s, sync_s = self.train_time(tokens)
+                extra: dict[str, Any] = {}
+                if train_drafter:
+                    idle = float((rollout_s - out.engine_busy_s).sum())
+                    extra = {"drafter_train_s": idle, **self.source.end_step(idle)}
+                if partial:
+                    extra.update(_partial_stats(ro, out, gen0, completed))
+                    carry[0] = carry_over(ro, acc, origin, gen0, completed, out.progress)
+                    extra["carried_over"] = 0 if carry[0] is None else carry[0].n
                 yield env.timeout(train_s)
                 yield env.timeout(sync_s)
                 if history is not None:
-                    history.record(np.full(ro.n, ro.step), ro.prompt_id, ro.response_len, ro.finished)
-                records.append(_step_record(ro, out, rollout_s, train_s, sync_s, env.now - t_start, E))
-                outcomes.append((ro.step, t_start, out))
+                    history.record(np.full(int(completed.sum()), ro.step), ro.prompt_id[completed],
+                                   ro.response_len[completed], ro.finished[completed])
+                records.append(_step_record(ro, out, rollout_s, train_s, sync_s, env.now - t_start, E, extra))
+                outcomes.append((ro.step, t_start, out, ro))
                 bar.update(1)
 
         env.process(rl_loop())
@@ -147,8 +200,8 @@ class Simulator:
         wall = time.perf_counter() - wall0
         acc_wall = self.acceptance_wall_s - acc_wall0
         summary = self._summary(policy, records, float(env.now), wall, acc_wall, kernel_wall[0])
-        return SimResult(summary=summary, requests=_requests_table(self.steps, outcomes),
-                         engines=_engines_table(outcomes))
+        return SimResult(summary=summary, requests=_requests_table(outcomes),
+                         engines=_engines_table(outcomes), training=_training_table(training, records))
 
     def _summary(self, policy: Any, records: list[dict[str, Any]], makespan: float, wall: float,
                  acc_wall: float, kernel_wall: float) -> dict[str, Any]:
@@ -161,6 +214,21 @@ class Simulator:
         busy = tot("engine_busy_s")
         rollout = tot("rollout_s")
         acc = self.steps and self._acc.get(0)
+        kmax = int(acc.kmax) if acc else getattr(self.source, "kmax", None)
+        extra: dict[str, Any] = {}
+        if cfg.drafter is not None:
+            extra["drafter"] = dict(cfg.drafter)
+        if cfg.lossy.method is not None:
+            extra["lossy_method"] = {"method": cfg.lossy.method, **cfg.lossy.params}
+        if cfg.partial.enabled:
+            done_tokens = tot("completed_tokens")
+            extra.update({"partial": {"concurrency": cfg.partial.concurrency, "target": cfg.partial.target,
+                                      "max_batch": self.spec.max_batch},
+                          "completed_rollouts": tot("completed_rollouts"), "completed_tokens": done_tokens,
+                          "off_policy_tokens": tot("off_policy_tokens"),
+                          "unfinished_at_end": records[-1]["carried_over"] if records else 0})
+        if records and "drafter_train_s" in records[0]:
+            extra["drafter_train_s"] = tot("drafter_train_s")
         return {
             "policy": policy.to_dict(),
             "acceptance": {"source": cfg.acceptance.source, **cfg.acceptance.params},
@@ -171,7 +239,7 @@ class Simulator:
             "max_batch": cfg.cluster.max_batch,
             "dispatch": cfg.cluster.dispatch,
             "kv_capacity_tokens": self.spec.kv_capacity,
-            "kmax": int(acc.kmax) if acc else None,
+            "kmax": kmax,
             "seed": cfg.seed,
             "makespan_s": makespan,
             "rollout_s": rollout,
@@ -189,6 +257,15 @@ class Simulator:
             "wasted_draft_tokens": tot("wasted_draft_tokens"),
             "preemptions": tot("preemptions"),
             "gpu_busy_fraction": busy / max(rollout * cfg.cluster.engines, 1e-300),
+            # Lossy acceptance (simulator/_lossy.py): accepted tokens the target alone would not have
+            # produced, over all tokens. Partial rollouts: tokens of the completed rollouts generated
+            # under older weights, over those rollouts' tokens.
+            "lossy": bool(getattr(self.source, "may_be_lossy", False)),
+            "lossy_tokens": tot("lossy_tokens"),
+            "lossy_fraction": tot("lossy_tokens") / max(tokens, 1),
+            "off_policy_fraction": (tot("off_policy_tokens") / max(tot("completed_tokens"), 1)
+                                    if cfg.partial.enabled else 0.0),
+            **extra,
             "steps": records,
             "wall_s": wall,
             "acceptance_wall_s": acc_wall,
@@ -198,12 +275,15 @@ class Simulator:
 
 
 def _step_record(ro, out: StepOutcome, rollout_s: float, train_s: float, sync_s: float, step_s: float,
-                 n_engines: int) -> dict[str, Any]:
-    tokens = int(ro.response_len.sum())
+                 n_engines: int, extra: dict[str, Any]) -> dict[str, Any]:
     busy = float(out.engine_busy_s.sum())
+    tokens = extra.pop("step_tokens", int(ro.response_len.sum()))
+    rollouts = extra.pop("step_rollouts", ro.n)
+    accepted = extra.pop("step_accepted", out.accepted)
+    ends = out.end_s[np.isfinite(out.end_s)]
     return {
         "step": ro.step,
-        "rollouts": ro.n,
+        "rollouts": rollouts,
         "rollout_s": rollout_s,
         "train_s": train_s,
         "sync_s": sync_s,
@@ -214,19 +294,39 @@ def _step_record(ro, out: StepOutcome, rollout_s: float, train_s: float, sync_s:
         "request_iterations": out.request_iterations,
         "tokens_per_request_iteration": tokens / max(out.request_iterations, 1),
         "drafted_tokens": out.drafted,
-        "accepted_tokens": out.accepted,
-        "wasted_draft_tokens": out.drafted - out.accepted,
+        "accepted_tokens": accepted,
+        "wasted_draft_tokens": out.drafted - accepted,
+        "lossy_tokens": out.lossy,
         "preemptions": int(out.preemptions.sum()),
         "prefill_s": float(out.engine_prefill_s.sum()),
         "engine_busy_s": busy,
         "gpu_busy_fraction": busy / max(rollout_s * n_engines, 1e-300),
-        "p50_end_s": float(np.median(out.end_s)),
+        "p50_end_s": float(np.median(ends)) if ends.size else float("nan"),
+        **extra,
     }
 
 
-def _requests_table(steps, outcomes) -> dict[str, np.ndarray]:
+def _partial_stats(ro, out: StepOutcome, gen0: np.ndarray, completed: np.ndarray) -> dict[str, Any]:
+    """Token accounting of a partial-rollout step. Tokens generated in the step: a completed
+    rollout's length, a stopped one's progress, minus what it had before (``gen0``); fresh starts'
+    token 0 comes from their prefill, every request iteration emits accepted + 1, so accepted =
+    generated - fresh starts - request iterations (the same identity as a full step)."""
+    L = ro.response_len.astype(np.int64)
+    final = np.where(completed, L, np.maximum(out.progress, 0))
+    started = np.isfinite(out.start_s)
+    generated = int(np.where(started, final - gen0, 0).sum())
+    fresh = int((started & (gen0 == 0)).sum())
+    done_tokens = int(L[completed].sum())
+    off = int(gen0[completed].sum())
+    return {"step_tokens": generated, "step_rollouts": fresh,
+            "step_accepted": generated - fresh - out.request_iterations,
+            "completed_rollouts": int(completed.sum()), "completed_tokens": done_tokens,
+            "off_policy_tokens": off, "off_policy_fraction": off / max(done_tokens, 1)}
+
+
+def _requests_table(outcomes) -> dict[str, np.ndarray]:
     parts = []
-    for ro, (step, t0, out) in zip(steps, outcomes):
+    for step, t0, out, ro in outcomes:
         parts.append({
             "step": np.full(ro.n, step, np.int32), "prompt_id": ro.prompt_id,
             "sample": ro.sample.astype(np.int32),
@@ -238,13 +338,26 @@ def _requests_table(steps, outcomes) -> dict[str, np.ndarray]:
 
 def _engines_table(outcomes) -> dict[str, np.ndarray]:
     parts = []
-    for step, t0, out in outcomes:
+    for step, t0, out, _ in outcomes:
         tl = out.timeline
         if not tl:
             continue
         parts.append({"step": np.full(tl["engine"].shape[0], step, np.int32), **tl,
                       "time_s": t0 + tl["time_s"]})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+def _training_table(training: list[tuple[int, int, float, float]], records: list[dict[str, Any]]
+                    ) -> dict[str, np.ndarray]:
+    """Drafter training on idle engines (TLT): one row per (step, engine) interval, times in the run."""
+    if not training:
+        return {}
+    t0 = np.cumsum([0.0] + [r["step_s"] for r in records])
+    idx = np.array([t[0] for t in training], np.int64)
+    return {"step": np.array([records[i]["step"] for i in idx], np.int32),
+            "engine": np.array([t[1] for t in training], np.int32),
+            "start_s": t0[idx] + np.array([t[2] for t in training]),
+            "end_s": t0[idx] + np.array([t[3] for t in training])}
 
 
 def simulate(config: SimConfig, policy: Any = None, *, show_progress: bool = True) -> SimResult:

@@ -6,7 +6,13 @@ the barrier, which is what lets the kernel advance them together):
 - ``least-loaded``: in trace order, each rollout goes to the engine with the least predicted
   work so far (predicted tokens from the prompt's history; the step's mean where unknown);
 - ``longest-predicted-first`` (Seer-style): rollouts sorted by predicted length, longest first,
-  each to the least-loaded engine (LPT), and each engine admits its longest ones first.
+  each to the least-loaded engine (LPT), and each engine admits its longest ones first;
+- ``histopipe`` (RhymeRL's HistoPipe): rollouts ranked by their prompt's history length, dealt to
+  the engines in a serpentine (0 .. E-1, E-1 .. 0, ...) so every engine gets the same mix of ranks,
+  each engine admitting its longest first; the serpentine's direction alternates from step to step
+  so an engine that got the longest of a pair of ranks in one step gets the shorter in the next;
+- ``long-dedicated`` (StreamRL's skewness-aware dispatch): the ``long_frac`` longest-predicted
+  rollouts go (LPT) to ``long_engines`` engines reserved for the tail, the rest (LPT) to the others.
 """
 
 from __future__ import annotations
@@ -92,7 +98,8 @@ def _previous_lengths(prev: StepRollouts, ro: StepRollouts) -> np.ndarray:
     return np.array([lens.get((int(p), int(q)), 0) for p, q in zip(ro.prompt_id, ro.sample)], np.int64)
 
 
-def dispatch(predicted: np.ndarray, n_engines: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+def dispatch(predicted: np.ndarray, n_engines: int, kind: str, *, step: int = 0,
+             long_engines: int | None = None, long_frac: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """(engine of each rollout, rollouts grouped by engine in admission order)."""
     R = predicted.shape[0]
     if kind == "round-robin":
@@ -101,15 +108,41 @@ def dispatch(predicted: np.ndarray, n_engines: int, kind: str) -> tuple[np.ndarr
     known = np.isfinite(predicted)
     fill = float(predicted[known].mean()) if known.any() else 1.0
     work = np.where(known, predicted, fill)
+    if kind == "histopipe":
+        order = np.argsort(-work, kind="stable")  # rank 0 = longest predicted
+        lap, at = np.divmod(np.arange(R, dtype=np.int64), n_engines)
+        forward = (lap + step) % 2 == 0
+        engine = np.empty(R, dtype=np.int64)
+        engine[order] = np.where(forward, at, n_engines - 1 - at)
+        return engine, _queues(engine, order)
+    if kind == "long-dedicated" and n_engines > 1:
+        n_long = long_engines or max(1, n_engines // 8)
+        order = np.argsort(-work, kind="stable")
+        tail = order[:int(round(long_frac * R))]
+        rest = order[int(round(long_frac * R)):]
+        engine = np.empty(R, dtype=np.int64)
+        engine[tail] = _lpt(work, tail, n_long)
+        engine[rest] = n_long + _lpt(work, rest, n_engines - n_long)
+        return engine, _queues(engine, order)
     order = np.arange(R) if kind == "least-loaded" else np.argsort(-work, kind="stable")
     engine = np.empty(R, dtype=np.int64)
+    engine[order] = _lpt(work, order, n_engines)
+    return engine, _queues(engine, order)
+
+
+def _lpt(work: np.ndarray, order: np.ndarray, n_engines: int) -> np.ndarray:
+    """Engines (0 .. n_engines-1) for rollouts ``order``, each to the least-loaded so far (greedy)."""
+    out = np.empty(order.shape[0], dtype=np.int64)
     heap = [(0.0, e) for e in range(n_engines)]
-    for r, w in zip(order.tolist(), work[order].tolist()):
+    for i, w in enumerate(work[order].tolist()):
         load, e = heapq.heappop(heap)
-        engine[r] = e
+        out[i] = e
         heapq.heappush(heap, (load + w, e))
-    # Within an engine keep `order` (trace order, or longest first).
-    rank = np.empty(R, dtype=np.int64)
-    rank[order] = np.arange(R)
-    queue = np.lexsort((rank, engine))
-    return engine, queue
+    return out
+
+
+def _queues(engine: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Rollouts grouped by engine, each engine's in ``order`` (trace order, or longest first)."""
+    rank = np.empty(order.shape[0], dtype=np.int64)
+    rank[order] = np.arange(order.shape[0])
+    return np.lexsort((rank, engine))
