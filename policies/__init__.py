@@ -17,6 +17,7 @@ from policies._base import (
     save_policy_file,
 )
 from policies._das import DASPolicy, das_optimal_k
+from policies._diffuspec import DiffuSpecPolicy
 from policies._drafters import DRAFTERS, Drafter, make_drafter, register_drafter
 from policies._history import LONG, MEDIUM, SHORT, LengthHistory, length_class
 from policies._match import compute_match_lengths
@@ -24,6 +25,7 @@ from policies._mdp import MDPPolicy, solve_mdp, threshold_structure
 from policies._ngram import NgramDrafter
 from policies._omni import OmniDrafter
 from policies._oracle import OraclePolicy
+from policies._pearl import PearlPolicy, pearl_window
 from policies._prevrollout import PrevRolloutDrafter
 from policies._seer import SeerPolicy
 from policies._stand import StandDrafter, tree_conf, tree_match
@@ -56,6 +58,7 @@ __all__ = [
     "AdaptivePolicy",
     "AutoRegressive",
     "DASPolicy",
+    "DiffuSpecPolicy",
     "Feedback",
     "FixedK",
     "LONG",
@@ -63,6 +66,7 @@ __all__ = [
     "MEDIUM",
     "MDPPolicy",
     "OraclePolicy",
+    "PearlPolicy",
     "Policy",
     "PolicyState",
     "per_token_acceptance",
@@ -77,6 +81,7 @@ __all__ = [
     "length_class",
     "load_policy_file",
     "make_policy",
+    "pearl_window",
     "policy_from_dict",
     "register_policy",
     "save_policy_file",
