@@ -191,7 +191,7 @@ class Simulator:
                     history.record(np.full(int(completed.sum()), ro.step), ro.prompt_id[completed],
                                    ro.response_len[completed], ro.finished[completed])
                 records.append(_step_record(ro, out, rollout_s, train_s, sync_s, env.now - t_start, E, extra))
-                outcomes.append((ro.step, t_start, out, ro))
+                outcomes.append((ro.step, t_start, out, ro, origin, gen0))
                 bar.update(1)
 
         env.process(rl_loop())
@@ -326,19 +326,25 @@ def _partial_stats(ro, out: StepOutcome, gen0: np.ndarray, completed: np.ndarray
 
 def _requests_table(outcomes) -> dict[str, np.ndarray]:
     parts = []
-    for step, t0, out, ro in outcomes:
-        parts.append({
+    for step, t0, out, ro, origin, gen0 in outcomes:
+        part = {
             "step": np.full(ro.n, step, np.int32), "prompt_id": ro.prompt_id,
             "sample": ro.sample.astype(np.int32),
             "engine": out.engine, "response_len": ro.response_len.astype(np.int32),
             "start_s": t0 + out.start_s, "end_s": t0 + out.end_s, "iterations": out.iterations,
-            "preemptions": out.preemptions})
+            "preemptions": out.preemptions}
+        if origin is not None:  # partial rollouts: a rollout appears in every step it ran in
+            done = np.isfinite(out.end_s)
+            after = np.where(done, ro.response_len, np.where(out.progress > 0, out.progress, gen0))
+            part.update({"origin_step": origin.astype(np.int32), "tokens_before": gen0,
+                         "tokens_after": after.astype(np.int64)})
+        parts.append(part)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
 def _engines_table(outcomes) -> dict[str, np.ndarray]:
     parts = []
-    for step, t0, out, _ in outcomes:
+    for step, t0, out, *_ in outcomes:
         tl = out.timeline
         if not tl:
             continue

@@ -50,5 +50,5 @@ def test_every_policy_returns_valid_draft_lengths(name):
         acc = np.minimum(k, rng.integers(0, kmax + 1, s.n))
         p.observe(s, Feedback(k=k, accepted=acc, iter_time=rng.random(E) * 0.03))
         # a decision is a function of the state: the stateless families give the same answer again
-        if name not in ("tlt",):
+        if name not in ("tlt", "diffuspec"):  # the stateful feedback controllers
             assert (p.decide(s) == k).all(), name
