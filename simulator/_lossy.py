@@ -139,6 +139,10 @@ class LossyAcceptance(AcceptanceSource):
                                         "lenience >= 1, reuse true/false")
         self.per_run = bool(getattr(base, "per_run", False))
 
+    @property
+    def kmax(self) -> int | None:
+        return getattr(self.base, "kmax", None)
+
     # A per-run base (adaptive-drafter) keeps its state there.
     def start_run(self) -> None:
         self.base.start_run()
