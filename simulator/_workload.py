@@ -9,8 +9,9 @@ the barrier, which is what lets the kernel advance them together):
   each to the least-loaded engine (LPT), and each engine admits its longest ones first;
 - ``histopipe`` (RhymeRL's HistoPipe): rollouts ranked by their prompt's history length, dealt to
   the engines in a serpentine (0 .. E-1, E-1 .. 0, ...) so every engine gets the same mix of ranks,
-  each engine admitting its longest first; the serpentine's direction alternates from step to step
-  so an engine that got the longest of a pair of ranks in one step gets the shorter in the next;
+  each engine admitting its longest first; the serpentine starts from the other end every other
+  step (engine E-1 gets rank 0), so the slight excess of the engines at the head of each lap moves
+  from one end of the cluster to the other from step to step;
 - ``long-dedicated`` (StreamRL's skewness-aware dispatch): the ``long_frac`` longest-predicted
   rollouts go (LPT) to ``long_engines`` engines reserved for the tail, the rest (LPT) to the others.
 """
