@@ -11,6 +11,7 @@ import numpy as np
 from policies._state import Feedback, PolicyState
 from specroll.errors import SpecrollError
 from specroll.fileio import read_json, write_json
+from specroll.params import build_params
 from specroll.registry import Registry
 
 POLICIES: Registry[type[Policy]] = Registry("policy")
@@ -18,13 +19,7 @@ POLICIES: Registry[type[Policy]] = Registry("policy")
 
 def register_policy(name: str):
     """Class decorator: register a Policy subclass under ``name`` (sets ``cls.name``)."""
-
-    def deco(cls: type[Policy]) -> type[Policy]:
-        cls.name = name
-        POLICIES.add(name, cls)
-        return cls
-
-    return deco
+    return POLICIES.named(name)
 
 
 class Policy:
@@ -55,18 +50,7 @@ class Policy:
         pass
 
     def __init__(self, **params: Any) -> None:
-        fields = {f.name for f in dataclasses.fields(self.Params)}
-        unknown = sorted(set(params) - fields)
-        if unknown:
-            raise SpecrollError(
-                f"policy '{self.name}' has no parameter {', '.join(repr(u) for u in unknown)}",
-                field="params",
-                fix=f"use parameters among: {', '.join(sorted(fields)) or '(none)'}",
-            )
-        try:
-            self.params = self.Params(**params)
-        except (TypeError, ValueError) as exc:
-            raise SpecrollError(f"policy '{self.name}': {exc}", field="params") from None
+        self.params = build_params(self.Params, params, owner=f"policy '{self.name}'", field="params")
         self.validate()
 
     def validate(self) -> None:

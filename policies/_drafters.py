@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from specroll.errors import SpecrollError
+from specroll.params import build_params
 from specroll.registry import Registry
 
 DRAFTERS: Registry[type[Drafter]] = Registry("drafter")
@@ -29,13 +30,7 @@ DRAFTERS: Registry[type[Drafter]] = Registry("drafter")
 
 def register_drafter(name: str):
     """Class decorator: register a Drafter subclass under ``name`` (sets ``cls.name``)."""
-
-    def deco(cls: type[Drafter]) -> type[Drafter]:
-        cls.name = name
-        DRAFTERS.add(name, cls)
-        return cls
-
-    return deco
+    return DRAFTERS.named(name)
 
 
 class Drafter:
@@ -50,17 +45,8 @@ class Drafter:
         kmax: int = 8
 
     def __init__(self, **params: Any) -> None:
-        fields = {f.name for f in dataclasses.fields(self.Params)}
-        unknown = sorted(set(params) - fields)
-        if unknown:
-            raise SpecrollError(
-                f"drafter '{self.name}' has no parameter {', '.join(repr(u) for u in unknown)}",
-                field="drafter_params",
-                fix=f"use parameters among: {', '.join(sorted(fields))}")
-        try:
-            self.params = self.Params(**params)
-        except (TypeError, ValueError) as exc:
-            raise SpecrollError(f"drafter '{self.name}': {exc}", field="drafter_params") from None
+        self.params = build_params(self.Params, params, owner=f"drafter '{self.name}'",
+                                   field="drafter_params")
         kmax = self.params.kmax
         if isinstance(kmax, bool) or not isinstance(kmax, int | np.integer) or kmax < 1:
             raise SpecrollError(f"kmax must be an integer >= 1, got {kmax!r}", field="kmax",

@@ -29,6 +29,17 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T) -> None:
         self.register(name)(obj)
 
+    def named(self, name: str) -> Callable[[T], T]:
+        """Class decorator: register under ``name`` and set the class's ``name`` attribute (the
+        families whose instances report their own name: policies, drafters, ...)."""
+
+        def deco(obj: T) -> T:
+            obj.name = name  # type: ignore[attr-defined]
+            self.add(name, obj)
+            return obj
+
+        return deco
+
     def get(self, name: str, *, file: str | None = None, field: str | None = None) -> T:
         try:
             return self._items[name]
