@@ -29,7 +29,8 @@ def test_new_drafters_and_lenience_one_equal_ar(smol):  # noqa: F811
             dict(drafter="stand", policy="fixed", params={"k": 4}),
             dict(drafter="prevrollout", policy="fixed", params={"k": 8}, accept="lenient",
                  accept_params={"lenience": 1.0}),
-            dict(drafter="layerskip", drafter_params={"layers": 22, "kmax": 3}, policy="fixed", params={"k": 3})]
+            dict(drafter="layerskip", drafter_params={"layers": 22, "kmax": 3}, policy="fixed",
+                 params={"k": 3})]
     for run in runs:
         res = rollout(RolloutConfig(**CFG, **run), backend=smol)
         assert tokens(res) == tokens(ar), run
