@@ -1,6 +1,8 @@
-"""Runs a ``scenarios(base)`` list on the reference config and prints one table (a stand-in for the
-lead's driver, to run one half alone): makespan, rollout time, speedup over AR on the same config,
-lossy and off-policy fractions, wall time. Load average printed before and after."""
+"""Shared by the systems benchmarks: ``derive`` (a scenario's config from the reference), ``run_table``
+(run a ``scenarios(base)`` list on the reference config and print one table: makespan, rollout time,
+speedup over AR on the same config, lossy and off-policy fractions, wall time; load average before
+and after) and ``main_for`` (the command line each half uses to run alone). benchmarks/bench_systems.py
+runs every half in one table."""
 
 from __future__ import annotations
 
@@ -8,6 +10,17 @@ import copy
 import os
 import time
 from typing import Any
+
+
+def derive(base: dict[str, Any], **sections: Any) -> dict[str, Any]:
+    """A deep copy of ``base`` with sections replaced (a None value removes the section)."""
+    cfg = copy.deepcopy(base)
+    for name, value in sections.items():
+        if value is None:
+            cfg.pop(name, None)
+        else:
+            cfg[name] = copy.deepcopy(value)
+    return cfg
 
 
 def _load() -> str:
@@ -42,12 +55,24 @@ def run_table(scenarios: Any, config: str, scale: float = 1.0, only: str = "") -
         s = Simulator(SimConfig.from_dict(sc["config"])).run(show_progress=False).summary
         assert bool(s["lossy"]) == bool(sc["lossy"]), sc["name"]
         rows.append({"name": sc["name"], "system": sc["system"], "s": s, "wall": time.perf_counter() - t0})
-    print(f"{'name':<18} {'system':<52} {'makespan_s':>10} {'rollout_s':>9} {'speedup':>7} "
+    print(f"{'name':<22} {'system':<50} {'makespan_s':>10} {'rollout_s':>9} {'speedup':>7} "
           f"{'lossy':>7} {'offpol':>7} {'wall_s':>7}")
     for r in rows:
         s = r["s"]
-        print(f"{r['name']:<18} {r['system'][:52]:<52} {s['makespan_s']:>10.1f} {s['rollout_s']:>9.1f} "
+        print(f"{r['name']:<22} {r['system'][:50]:<50} {s['makespan_s']:>10.1f} {s['rollout_s']:>9.1f} "
               f"{ar['makespan_s'] / s['makespan_s']:>6.2f}x {s.get('lossy_fraction', 0.0):>7.3f} "
               f"{s.get('off_policy_fraction', 0.0):>7.3f} {r['wall']:>7.1f}", flush=True)
     print(f"load average after: {_load()}")
     return rows
+
+
+def main_for(scenarios: Any, doc: str | None, default_config: str) -> None:
+    """Command line of one half: ``[--config C] [--scale X] [--only a,b]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=default_config)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiple of the reference's prompts")
+    ap.add_argument("--only", default="", help="comma-separated scenario names")
+    args = ap.parse_args()
+    run_table(scenarios, args.config, args.scale, args.only)

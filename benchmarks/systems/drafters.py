@@ -10,18 +10,23 @@ constants below, each with the command that produced it). A same-footing baselin
 drafter at its own measured alpha) is included: the reference's own alpha (decay 0.8 -> 0.6) is an
 assumption about a 7B policy's rollouts, ours are measurements on a 135M model.
 
-`.venv/bin/python benchmarks/systems/drafters.py [--steps N]` simulates every scenario plus AR and
-prints makespan, speedup over AR and lossy fraction.
+Names end in ``-smol`` where benchmarks/systems/engines.py has a row for the same system with an
+assumed (not measured) rate. Run this half alone:
+
+    .venv/bin/python benchmarks/systems/drafters.py [--scale 1] [--only omnidraft,judge-smol]
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.systems._table import derive  # noqa: E402
 
 # ---- measured on SmolLM2-135M (CPU), 2026-11-24 ------------------------------------------------------
 # `.venv/bin/python benchmarks/systems/measure_drafters.py --part match` (load average 1.57): match
@@ -42,16 +47,6 @@ EAD = {"fraction": 0.158, "run_tokens": 2.82, "disagree": 0.79}
 SPECRL_LENIENCE = 2.0
 
 
-def _derive(base: dict[str, Any], **sections: Any) -> dict[str, Any]:
-    cfg = copy.deepcopy(base)
-    for key, value in sections.items():
-        if value is None:
-            cfg.pop(key, None)
-        else:
-            cfg[key] = value
-    return cfg
-
-
 def _parametric(alpha: float, kmax: int, tree_width: int = 1) -> dict[str, Any]:
     acc = {"source": "parametric", "model": "iid", "alpha": float(alpha), "kmax": int(kmax)}
     if tree_width > 1:
@@ -60,7 +55,6 @@ def _parametric(alpha: float, kmax: int, tree_width: int = 1) -> dict[str, Any]:
 
 
 def _target_layers(base: dict[str, Any]) -> int:
-    sys.path.insert(0, str(ROOT))
     from calibration import MODEL_SHAPES
 
     return int(MODEL_SHAPES.get(base.get("model", {}).get("name", "qwen2.5-7b")).n_layers)
@@ -70,39 +64,39 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     """One complete simulate config per drafter-side system, derived from the reference ``base``."""
     target_layers = _target_layers(base)
     out = [
-        {"name": "suffix-measured", "system": "SuffixDecoding / DAS (same-footing baseline)",
-         "config": _derive(base, acceptance=_parametric(ALPHA_MATCHED["suffix"], 8)),
+        {"name": "suffix-smol", "system": "SuffixDecoding / DAS (same-footing baseline)",
+         "config": derive(base, acceptance=_parametric(ALPHA_MATCHED["suffix"], 8)),
          "lossy": False,
          "note": "the reference's policy with the suffix drafter's alpha measured on SmolLM2 (0.414), "
                  "the baseline the measured rows below compare with"},
         {"name": "omnidraft", "system": "OmniDraft",
-         "config": _derive(base, acceptance=_parametric(ALPHA_MATCHED["omni"], 8),
+         "config": derive(base, acceptance=_parametric(ALPHA_MATCHED["omni"], 8),
                            policy={"name": "adaptive", "params": {"mode": "aimd", "k_init": 4, "k_max": 8}}),
          "lossy": False,
          "note": "drafter omni (n-gram cache over every prompt's rollouts), alpha 0.473 measured on SmolLM2; "
                  "OmniDraft's adaptive drafting = the adaptive (AIMD) policy; model-free drafter cost"},
-        {"name": "stand", "system": "STAND",
-         "config": _derive(base, acceptance=_parametric(ALPHA_MATCHED["stand"], 8, tree_width=3)),
+        {"name": "stand-smol", "system": "STAND",
+         "config": derive(base, acceptance=_parametric(ALPHA_MATCHED["stand"], 8, tree_width=3)),
          "lossy": False,
          "note": "drafter stand, trees of 3 branches (depth k verifies 3k nodes); per-branch alpha 0.300 "
                  "matches the measured mean accepted run of the tree on SmolLM2"},
-        {"name": "spec-rl", "system": "SPEC-RL",
-         "config": _derive(base, acceptance=_parametric(ALPHA_MATCHED["prevrollout"], 32),
+        {"name": "spec-rl-smol", "system": "SPEC-RL",
+         "config": derive(base, acceptance=_parametric(ALPHA_MATCHED["prevrollout"], 32),
                            policy={"name": "ar", "params": {}},
                            lossy={"method": "spec-rl", "lenience": 1.0}),
          "lossy": False,
          "note": "drafter prevrollout: the cached rollout verified at admission, then plain decoding; "
                  "alpha 0.053 measured on SmolLM2 at T = 0.7 (independent samples of an unchanged model "
                  "diverge early); lenience 1 = lossless"},
-        {"name": "spec-rl-lenient", "system": "SPEC-RL (lenience 2)",
-         "config": _derive(base, acceptance=_parametric(ALPHA_MATCHED["prevrollout"], 32),
+        {"name": "spec-rl-l2-smol", "system": "SPEC-RL (lenience 2)",
+         "config": derive(base, acceptance=_parametric(ALPHA_MATCHED["prevrollout"], 32),
                            policy={"name": "ar", "params": {}},
                            lossy={"method": "spec-rl", "lenience": SPECRL_LENIENCE}),
          "lossy": True,
          "note": "as spec-rl with lenience 2 (the simulator's mismatch acceptance 1 - 1/l; the real "
                  "backend's keyed rule accepted 1.2 % of mismatches on SmolLM2)"},
-        {"name": "judge", "system": "Judge Decoding",
-         "config": _derive(base, lossy={"method": "judge", "p": JUDGE_P}),
+        {"name": "judge-smol", "system": "Judge Decoding",
+         "config": derive(base, lossy={"method": "judge", "p": JUDGE_P}),
          "lossy": True,
          "note": "the reference drafter and policy; a judge accepts 19.9 % of mismatches (measured: logit "
                  "judge top_k 4, tau 0.25, on the suffix drafter's drafts on SmolLM2)"},
@@ -110,9 +104,9 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     for n, alpha in sorted(ALPHA_LAYERSKIP.items()):
         layers = max(1, round(target_layers * n / SMOL_LAYERS))
         out.append({
-            "name": f"layerskip-{n}of{SMOL_LAYERS}",
+            "name": f"layerskip-{n}of{SMOL_LAYERS}-smol",
             "system": f"Duo-LLM / LayerSkip ({n}/{SMOL_LAYERS} layers)",
-            "config": _derive(base, acceptance=_parametric(alpha, 4),
+            "config": derive(base, acceptance=_parametric(alpha, 4),
                               policy={"name": "fixed", "params": {"k": 4}},
                               drafter={"kind": "layers", "layers": layers}),
             "lossy": False,
@@ -122,53 +116,24 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     n = 15
     layers = max(1, round(target_layers * n / SMOL_LAYERS))
     out.append({
-        "name": "entropy-adaptive", "system": "Entropy-Adaptive Decoding",
-        "config": _derive(base, acceptance=_parametric(ALPHA_LAYERSKIP[n], 8),
-                          policy={"name": "fixed", "params": {"k": 8}},
-                          drafter={"kind": "layers", "layers": layers},
-                          lossy={"method": "entropy", **EAD}),
+        "name": "ead-smol", "system": "Entropy-Adaptive Decoding",
+        "config": derive(base, acceptance=_parametric(ALPHA_LAYERSKIP[n], 8),
+                         policy={"name": "fixed", "params": {"k": 1}},
+                         drafter={"kind": "layers", "layers": layers},
+                         lossy={"method": "entropy", **EAD}),
         "lossy": True,
         "note": f"small model = the first {layers}/{target_layers} layers; low-entropy runs measured on "
-                "SmolLM2 (threshold 1 bit, window 4): 15.8 % of tokens, runs of 2.82, 79 % differ"})
+                "SmolLM2 (threshold 1 bit, window 4): 15.8 % of tokens, runs of 2.82, 79 % differ; k = 1, "
+                "the best of k = 1/2/3/4/8 and das on this config (makespan 436 to 1174 s, all slower "
+                "than AR: a half-depth drafter costs half a forward per token at alpha 0.113)"})
     return out
 
 
-def main() -> int:
-    import argparse
-    import os
-    import time
+def main() -> None:
+    from benchmarks.systems._table import main_for
 
-    sys.path.insert(0, str(ROOT))
-    from simulator import SimConfig, simulate
-    from specroll.fileio import read_toml
-
-    ap = argparse.ArgumentParser(description="simulate the drafter-side systems on the reference scenario")
-    ap.add_argument("--config", default=str(ROOT / "examples" / "reference.toml"))
-    ap.add_argument("--steps", type=int, default=None, help="RL steps (default: the config's)")
-    args = ap.parse_args()
-    os.environ.setdefault("SPECROLL_PROGRESS", "0")
-    base = read_toml(args.config)
-    if args.steps:
-        base.setdefault("workload", {})["steps"] = args.steps
-    rows = []
-    t0 = time.perf_counter()
-    ar_cfg = _derive(base, policy={"name": "ar", "params": {}})
-    entries = [{"name": "ar", "system": "autoregressive", "config": ar_cfg, "lossy": False, "note": ""}]
-    for entry in entries + scenarios(base):
-        cfg = SimConfig.from_dict(entry["config"], file=args.config)
-        s = simulate(cfg, show_progress=False).summary
-        rows.append((entry, s))
-    ar = rows[0][1]["makespan_s"]
-    ar_total = sum(ar) if isinstance(ar, list) else ar
-    print(f"drafter-side systems on {args.config} (simulated; {time.perf_counter() - t0:.1f} s wall; "
-          f"load average {os.getloadavg()[0]:.2f})")
-    print(f"{'name':>22} {'makespan s':>10} {'speedup':>7} {'lossy':>8}  system")
-    for entry, s in rows:
-        total = sum(s["makespan_s"]) if isinstance(s["makespan_s"], list) else s["makespan_s"]
-        print(f"{entry['name']:>22} {total:>10.1f} {ar_total / total:>7.2f} "
-              f"{s.get('lossy_fraction', 0.0):>8.5f}  {entry['system']}")
-    return 0
+    main_for(scenarios, __doc__, str(ROOT / "examples" / "reference.toml"))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -15,7 +15,6 @@ its ``note`` and in docs/systems/engines.md; none is a measurement unless it say
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 from pathlib import Path
@@ -25,19 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.systems._table import derive  # noqa: E402
+
 # A small draft model for the 7B target (the reference's qwen2.5-7b): the same family's 0.5B shape.
 DRAFT = "qwen2.5-0.5b"
 
-
-def _derive(base: dict[str, Any], **sections: Any) -> dict[str, Any]:
-    """A deep copy of ``base`` with sections replaced (a None value removes the section)."""
-    cfg = copy.deepcopy(base)
-    for name, value in sections.items():
-        if value is None:
-            cfg.pop(name, None)
-        else:
-            cfg[name] = copy.deepcopy(value)
-    return cfg
 
 
 def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,7 +42,7 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
 
     out.append({
         "name": "pearl", "system": "PEARL",
-        "config": _derive(base, drafter={"kind": "model", "model": DRAFT, "overlap": True},
+        "config": derive(base, drafter={"kind": "model", "model": DRAFT, "overlap": True},
                           policy={"name": "pearl", "params": {"profile": profile, "draft_model": DRAFT,
                                                               "k_max": kmax, "max_batch": max_batch}}),
         "lossy": False,
@@ -61,7 +52,7 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     })
     out.append({
         "name": "pearl-serial", "system": "PEARL (baseline: the same draft model, not overlapped)",
-        "config": _derive(base, drafter={"kind": "model", "model": DRAFT},
+        "config": derive(base, drafter={"kind": "model", "model": DRAFT},
                           policy={"name": "fixed", "params": {"k": 4}}),
         "lossy": False,
         "note": f"ordinary speculative decoding with the {DRAFT} draft model drafting k=4 before each verify "
@@ -69,7 +60,7 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     })
     out.append({
         "name": "diffuspec", "system": "DiffuSpec",
-        "config": _derive(base, drafter={"kind": "parallel", "model": DRAFT},
+        "config": derive(base, drafter={"kind": "parallel", "model": DRAFT},
                           policy={"name": "diffuspec", "params": {"k_max": kmax}}),
         "lossy": False,
         "note": f"a diffusion drafter of {DRAFT}'s shape (assumed; DiffuSpec uses a 7B DLM with a larger "
@@ -78,7 +69,7 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     })
     out.append({
         "name": "layerskip", "system": "LayerSkip / Duo-LLM self-speculation",
-        "config": _derive(base, drafter={"kind": "layers", "layers": 7},
+        "config": derive(base, drafter={"kind": "layers", "layers": 7},
                           policy={"name": "fixed", "params": {"k": 4}}),
         "lossy": False,
         "note": "each draft token is a partial forward of the target's first 7 of 28 layers + LM head; "
@@ -87,7 +78,7 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     })
     out.append({
         "name": "stand-tree", "system": "STAND (draft trees, simulated)",
-        "config": _derive(base, acceptance={**acc, "tree_width": 3},
+        "config": derive(base, acceptance={**acc, "tree_width": 3},
                           policy={"name": "fixed", "params": {"k": 4}}),
         "lossy": False,
         "note": "a model-free drafter proposing 3 branches of depth k=4: 12 nodes verified per request; "
@@ -101,7 +92,7 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
             tlt_acc[key] = acc[key]
     out.append({
         "name": "tlt", "system": "TLT (adaptive drafter + adaptive rollout engine)",
-        "config": _derive(base, acceptance=tlt_acc, drafter={"kind": "layers", "layers": 1},
+        "config": derive(base, acceptance=tlt_acc, drafter={"kind": "layers", "layers": 1},
                           policy={"name": "tlt", "params": {}}),
         "lossy": False,
         "note": "a one-layer drafter (an EAGLE-style head: 1 of the target's layers + LM head) trained "
@@ -111,7 +102,7 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     })
     out.append({
         "name": "judge", "system": "Judge decoding",
-        "config": _derive(base, drafter={"kind": "model", "model": DRAFT},
+        "config": derive(base, drafter={"kind": "model", "model": DRAFT},
                           lossy={"method": "judge", "p": 0.5},
                           policy={"name": "fixed", "params": {"k": kmax}}),
         "lossy": True,
@@ -120,7 +111,7 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     })
     out.append({
         "name": "ead", "system": "Entropy-Adaptive Decoding",
-        "config": _derive(base, drafter={"kind": "model", "model": DRAFT},
+        "config": derive(base, drafter={"kind": "model", "model": DRAFT},
                           lossy={"method": "entropy", "fraction": 0.6, "run_tokens": 16, "disagree": 0.05},
                           policy={"name": "fixed", "params": {"k": kmax}}),
         "lossy": True,
@@ -130,7 +121,7 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     })
     out.append({
         "name": "spec-rl", "system": "SPEC-RL",
-        "config": _derive(base, lossy={"method": "spec-rl", "lenience": math.exp(0.5), "reuse_alpha": 0.995}),
+        "config": derive(base, lossy={"method": "spec-rl", "lenience": math.exp(0.5), "reuse_alpha": 0.995}),
         "lossy": True,
         "note": "the previous step's rollout of each (prompt, sample) verified at admission as one draft "
                 "(per-token agreement 0.995 with the updated policy, assumed), lenience e^0.5 (a mismatch "
@@ -138,7 +129,7 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     })
     out.append({
         "name": "spec-rl-lossless", "system": "SPEC-RL (lenience 1: lossless)",
-        "config": _derive(base, lossy={"method": "spec-rl", "lenience": 1.0, "reuse_alpha": 0.995}),
+        "config": derive(base, lossy={"method": "spec-rl", "lenience": 1.0, "reuse_alpha": 0.995}),
         "lossy": False,
         "note": "the same with lenience 1: exact match-length acceptance, no lossy token",
     })
@@ -146,16 +137,9 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    import argparse
+    from benchmarks.systems._table import main_for
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "examples" / "reference.toml"))
-    ap.add_argument("--scale", type=float, default=1.0, help="multiple of the reference's prompts")
-    ap.add_argument("--only", default="", help="comma-separated scenario names")
-    args = ap.parse_args()
-    from benchmarks.systems._table import run_table
-
-    run_table(scenarios, args.config, args.scale, args.only)
+    main_for(scenarios, __doc__, str(ROOT / "examples" / "reference.toml"))
 
 
 if __name__ == "__main__":

@@ -59,16 +59,9 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    import argparse
+    from benchmarks.systems._table import main_for
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "examples" / "reference.toml"))
-    ap.add_argument("--scale", type=float, default=1.0, help="multiple of the reference's prompts")
-    ap.add_argument("--only", default="", help="comma-separated scenario names")
-    args = ap.parse_args()
-    from benchmarks.systems._table import run_table
-
-    run_table(scenarios, args.config, args.scale, args.only)
+    main_for(scenarios, __doc__, str(ROOT / "examples" / "reference.toml"))
 
 
 if __name__ == "__main__":
