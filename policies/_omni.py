@@ -32,6 +32,7 @@ import numpy as np
 
 from policies._drafters import Drafter, as_token_list, register_drafter
 from specroll.errors import SpecrollError
+from specroll.params import check_number
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0, dtype=np.float32)
@@ -281,13 +282,9 @@ class OmniDrafter(Drafter):
 
 
 def check_ngram_params(p: Any) -> None:
-    for name, lo in (("max_ngram", 1), ("min_ngram", 1), ("window", 1)):
-        v = getattr(p, name)
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
-            raise SpecrollError(f"{name} must be an integer >= {lo}, got {v!r}", field=name)
+    for name in ("max_ngram", "min_ngram", "window"):
+        check_number(getattr(p, name), name, integer=True, lo=1)
     if p.min_ngram > p.max_ngram:
         raise SpecrollError(f"min_ngram {p.min_ngram} > max_ngram {p.max_ngram}", field="min_ngram",
                             fix="use 1 <= min_ngram <= max_ngram")
-    v = p.min_prob
-    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating) or not 0 <= v <= 1:
-        raise SpecrollError(f"min_prob must be a number in [0, 1], got {v!r}", field="min_prob")
+    check_number(p.min_prob, "min_prob", lo=0, hi=1)

@@ -32,7 +32,7 @@ import numpy as np
 
 from policies._drafters import register_drafter
 from policies._omni import _EMPTY_F, _EMPTY_I, OmniDrafter, greedy_branch, top_next
-from specroll.errors import SpecrollError
+from specroll.params import check_number
 
 
 @register_drafter("stand")
@@ -44,22 +44,15 @@ class StandDrafter(OmniDrafter):
     ``omni``/``suffix``."""
 
     @dataclasses.dataclass
-    class Params:
-        kmax: int = 8
-        max_ngram: int = 4
-        min_ngram: int = 1
-        window: int = 4
-        min_prob: float = 0.1
+    class Params(OmniDrafter.Params):
         tree_width: int = 3
 
     per_prompt = True
 
     def validate(self) -> None:
         super().validate()
-        w = self.params.tree_width
-        if isinstance(w, bool) or not isinstance(w, int | np.integer) or w < 1:
-            raise SpecrollError(f"tree_width must be an integer >= 1, got {w!r}", field="tree_width",
-                                fix="pass tree_width=3 (branches of the draft tree)")
+        check_number(self.params.tree_width, "tree_width", integer=True, lo=1,
+                     fix="pass tree_width=3 (branches of the draft tree)")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

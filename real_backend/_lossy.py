@@ -28,7 +28,6 @@ accepted tokens that differ from y (``lossy_tokens``) and the trace is marked lo
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,6 +35,7 @@ import torch
 
 from real_backend._sampling import keyed_uniform, top_p_mask
 from specroll.errors import SpecrollError
+from specroll.params import check_number
 from specroll.registry import Registry
 
 ACCEPT_RULES: Registry[type[AcceptRule]] = Registry("accept rule")
@@ -123,10 +123,7 @@ class LenientRule(AcceptRule):
         lenience: float = 1.0
 
     def validate(self) -> None:
-        l_ = self.params.lenience
-        if isinstance(l_, bool) or not isinstance(l_, int | float) or not math.isfinite(l_) or l_ < 1:
-            raise SpecrollError(f"lenience must be a number >= 1, got {l_!r}", field="lenience",
-                                fix="pass lenience=1 (lossless) or more")
+        check_number(self.params.lenience, "lenience", lo=1, fix="pass lenience=1 (lossless) or more")
 
     @property
     def is_lossy(self) -> bool:
@@ -165,12 +162,9 @@ class JudgeRule(AcceptRule):
         tau: float = 0.25
 
     def validate(self) -> None:
-        p = self.params
-        if isinstance(p.top_k, bool) or not isinstance(p.top_k, int) or p.top_k < 1:
-            raise SpecrollError(f"top_k must be an integer >= 1, got {p.top_k!r}", field="top_k")
-        if isinstance(p.tau, bool) or not isinstance(p.tau, int | float) or not 0 <= p.tau <= 1:
-            raise SpecrollError(f"tau must be in [0, 1], got {p.tau!r}", field="tau",
-                                fix="pass tau=0.25 (accept x when p(x) >= tau * p(target's token))")
+        check_number(self.params.top_k, "top_k", integer=True, lo=1)
+        check_number(self.params.tau, "tau", lo=0, hi=1,
+                     fix="pass tau=0.25 (accept x when p(x) >= tau * p(target's token))")
 
     def _extra(self, v: Verify, where: np.ndarray) -> np.ndarray | None:
         if not where.any():
@@ -198,12 +192,8 @@ class EntropyAdaptiveRule(AcceptRule):
         window: int = 4
 
     def validate(self) -> None:
-        p = self.params
-        if isinstance(p.threshold, bool) or not isinstance(p.threshold, int | float) or p.threshold < 0:
-            raise SpecrollError(f"threshold must be a number >= 0 (bits), got {p.threshold!r}",
-                                field="threshold")
-        if isinstance(p.window, bool) or not isinstance(p.window, int) or p.window < 1:
-            raise SpecrollError(f"window must be an integer >= 1, got {p.window!r}", field="window")
+        check_number(self.params.threshold, "threshold", lo=0, fix="pass a threshold in bits, e.g. 1")
+        check_number(self.params.window, "window", integer=True, lo=1)
 
     @property
     def draft_stop(self) -> dict[str, float] | None:

@@ -21,3 +21,24 @@ def build_params(params_cls: type, params: dict[str, Any], *, owner: str, field:
         return params_cls(**params)
     except (TypeError, ValueError) as exc:
         raise SpecrollError(f"{owner}: {exc}", field=field) from None
+
+
+def check_number(value: Any, name: str, *, integer: bool = False, lo: float | None = None,
+                 hi: float | None = None, fix: str | None = None) -> None:
+    """Raise one clear SpecrollError unless ``value`` is a finite number (an integer if ``integer``;
+    booleans never count) within [lo, hi]; ``name`` is the parameter's field."""
+    import math
+    import numbers
+
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(float(value))
+    ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        what = "an integer" if integer else "a number"
+        if lo is not None and hi is not None:
+            what += f" in [{lo:g}, {hi:g}]"
+        elif lo is not None:
+            what += f" >= {lo:g}"
+        elif hi is not None:
+            what += f" <= {hi:g}"
+        raise SpecrollError(f"{name} must be {what}, got {value!r}", field=name, fix=fix)

@@ -179,7 +179,8 @@ def test_sigkill_mid_study_then_rerun_loses_no_finished_trial(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL and len(before) >= 3, log.read_text()[-2000:]
+    assert proc.returncode == -signal.SIGKILL and len(before) >= 3, (
+        f"returncode {proc.returncode}, {len(before)} finished trials seen; log: {log.read_text()[-2000:]}")
     killed = _db_complete(db)
     assert before <= killed and not (out / "best_policy.json").exists()
     # Re-running asks for two more than were finished: it runs only those, keeping every one.
