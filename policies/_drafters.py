@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from specroll.errors import SpecrollError
-from specroll.params import build_params
+from specroll.params import build_params, check_number
 from specroll.registry import Registry
 
 DRAFTERS: Registry[type[Drafter]] = Registry("drafter")
@@ -47,11 +47,10 @@ class Drafter:
     def __init__(self, **params: Any) -> None:
         self.params = build_params(self.Params, params, owner=f"drafter '{self.name}'",
                                    field="drafter_params")
-        kmax = self.params.kmax
-        if isinstance(kmax, bool) or not isinstance(kmax, int | np.integer) or kmax < 1:
-            raise SpecrollError(f"kmax must be an integer >= 1, got {kmax!r}", field="kmax",
-                                fix="pass kmax=8 (the longest proposal, in tokens)")
-        self.kmax = int(kmax)
+        check_number(self.params.kmax, "kmax", integer=True, lo=1,
+                     fix="pass kmax=8 (the longest proposal, in tokens)")
+        self.kmax = int(self.params.kmax)
+        self._req: dict[int, Any] = {}  # per-request state of the drafters that keep one
         self.validate()
 
     def validate(self) -> None:
@@ -65,6 +64,13 @@ class Drafter:
         """A finished rollout of ``step`` (called after the step for every rollout)."""
 
     # ---- requests ------------------------------------------------------------------------------
+    def _get(self, rid: int) -> Any:
+        """The state ``begin`` stored in ``self._req`` for request ``rid``; one clear error if none."""
+        try:
+            return self._req[int(rid)]
+        except KeyError:
+            raise SpecrollError(f"unknown request {rid}", field="rid", fix="call begin() first") from None
+
     def begin(self, rid: int, prompt_id: int, prompt_tokens: Any) -> None:
         raise NotImplementedError
 

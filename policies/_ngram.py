@@ -68,12 +68,6 @@ class NgramDrafter(Drafter):
         self._req[rid] = _Text(self._sizes)
         self._append(self._req[rid], as_token_list(prompt_tokens, "prompt_tokens"))
 
-    def _get(self, rid: int) -> _Text:
-        try:
-            return self._req[int(rid)]
-        except KeyError:
-            raise SpecrollError(f"unknown request {rid}", field="rid", fix="call begin() first") from None
-
     def _append(self, text: _Text, toks: list[int]) -> None:
         tokens = text.tokens
         for c in toks:

@@ -261,12 +261,6 @@ class OmniDrafter(Drafter):
         text.extend(as_token_list(prompt_tokens, "prompt_tokens"))
         self._req[rid] = text
 
-    def _get(self, rid: int) -> NgramText:
-        try:
-            return self._req[int(rid)]
-        except KeyError:
-            raise SpecrollError(f"unknown request {rid}", field="rid", fix="call begin() first") from None
-
     def extend(self, rid: int, tokens: Any) -> None:
         self._get(rid).extend(as_token_list(tokens))
 

@@ -117,12 +117,6 @@ class PrevRolloutDrafter(Drafter):
         ref, agree = self._reference(int(prompt_id), int(sample))
         self._req[rid] = _Req(ref, agree)
 
-    def _get(self, rid: int) -> _Req:
-        try:
-            return self._req[int(rid)]
-        except KeyError:
-            raise SpecrollError(f"unknown request {rid}", field="rid", fix="call begin() first") from None
-
     def extend(self, rid: int, tokens: Any) -> None:
         self._get(rid).generated += len(as_token_list(tokens))
 

@@ -189,12 +189,6 @@ class SuffixDrafter(Drafter):
             r.hv, r.hl = r.sam.match(prompt, self.depth)
         self._req[rid] = r
 
-    def _get(self, rid: int) -> _Request:
-        try:
-            return self._req[int(rid)]
-        except KeyError:
-            raise SpecrollError(f"unknown request {rid}", field="rid", fix="call begin() first") from None
-
     def extend(self, rid: int, tokens: Any) -> None:
         r = self._get(rid)
         toks = as_token_list(tokens)
