@@ -166,3 +166,33 @@ def test_infeasible_trials_are_pruned_and_defaults_come_first(tmp_path):
     first = res.history[0]
     assert (first["param_lo"], first["param_hi"], first["value"]) == (2, 5, 3.0)
     assert res.best_value == 0.0
+
+
+def test_workers_opening_a_new_sqlite_study_at_once_all_succeed(tmp_path):
+    """Parallel workers (or a monitor) racing to create the schema of a new database: every one
+    opens it (the schema creation's losers retry), and the study they share is one."""
+    import threading
+
+    from policies._tuner import make_storage
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    gate = threading.Barrier(6)
+    opened, errors = [], []
+
+    def worker() -> None:
+        gate.wait()
+        try:
+            opened.append(make_storage(url, tmp_path))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(opened) == 6
+    from optuna.study import StudyDirection
+
+    sid = opened[0].create_new_study([StudyDirection.MINIMIZE], "shared")
+    assert all(s.get_study_id_from_name("shared") == sid for s in opened)
