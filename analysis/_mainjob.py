@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import re
 import sys
 import time
 from pathlib import Path
@@ -105,16 +106,54 @@ def _policy_label(p: dict[str, Any]) -> str:
     return p["name"] + "".join(f"-{k}{v}" for k, v in sorted(params.items()))
 
 
+class _Tee(io.StringIO):
+    """Keeps what a stage writes (for its log) and passes it on to ``echo``: the stage's status lines
+    and progress bars stay live on the user's terminal while its summary goes to the log only."""
+
+    def __init__(self, echo: Any) -> None:
+        super().__init__()
+        self.echo = echo
+
+    def write(self, s: str) -> int:
+        self.echo.write(s)
+        return super().write(s)
+
+    def flush(self) -> None:
+        self.echo.flush()
+
+    def isatty(self) -> bool:  # progress bars draw when the real stderr is a terminal
+        return bool(getattr(self.echo, "isatty", lambda: False)())
+
+
+# tqdm's elapsed-time field, "[00:03<00:10, ...]" or "[00:03, ...]": a bar left on a line
+_BAR = re.compile(r"\[\d+:\d\d(?:<|,|\])")
+
+
+def _log_text(screen: str) -> str:
+    """Screen output as a log: each line as the terminal leaves it (the text after its last carriage
+    return: bars redraw with one and erase themselves when done), without blank leftovers, nested
+    bars' lines (cursor escapes) or bars cut short by a newline."""
+    lines = []
+    for line in screen.split("\n"):
+        shown = line.rsplit("\r", 1)[-1]
+        if "\x1b[" in shown or ("\r" in line and not shown.strip()) or _BAR.search(shown):
+            continue
+        lines.append(shown)
+    return "\n".join(lines)
+
+
+
 def _stage(name: str, argv: list[str], logs: Path) -> float:
-    """Run one `specroll` subcommand, its screen output into logs/NAME.txt; raise if it fails."""
+    """Run one `specroll` subcommand, its screen output into logs/NAME.txt (its stderr, status lines
+    and bars, also on the terminal); raise if it fails."""
     from specroll.cli import main as cli
 
     t0 = time.perf_counter()
     log = logs / f"{name}.txt"
-    buf_out, buf_err = io.StringIO(), io.StringIO()
+    buf_out, buf_err = io.StringIO(), _Tee(sys.stderr)
     with contextlib.redirect_stdout(buf_out), contextlib.redirect_stderr(buf_err):
         rc = cli(argv)
-    log.write_text(f"$ specroll {' '.join(argv)}\n\n{buf_out.getvalue()}\n{buf_err.getvalue()}")
+    log.write_text(f"$ specroll {' '.join(argv)}\n\n{buf_out.getvalue()}\n{_log_text(buf_err.getvalue())}")
     if rc != 0:
         msg = buf_err.getvalue().strip().splitlines()
         raise SpecrollError(f"stage '{name}' failed: {msg[-1] if msg else f'exit {rc}'}", file=str(log),

@@ -56,3 +56,31 @@ def test_small_main_job_writes_summary_table_and_logs(tmp_path):
         assert (out / "logs" / f"{log}.txt").read_text().startswith("$ specroll ")
     table = format_main(s, " on test")
     assert "tuned-das" in table and "<- tuned" in table and "Real model" not in table
+
+
+def test_stage_logs_keep_status_lines_and_drop_progress_bars():
+    from analysis._mainjob import _log_text
+
+    screen = ("tune das: 2 simulation(s) per trial\n"
+              "simulate das: 2step [00:00]\x1b[A\n"            # a nested bar's line
+              "\rtune das:   0%|   | 0/3\rtune das: 100%|###| 3/3\r             \r\n"  # erased bar
+              "\rtune das:  33%|#  | 1/3\r              \rbest params: k=4\n"  # a line after a bar
+              "\rtune das:  67%|## | 2/3 [00:01<00:00,  2.3trial/s]\n"  # a bar cut by a nested one
+              "done\n")
+    assert _log_text(screen) == "tune das: 2 simulation(s) per trial\nbest params: k=4\ndone\n"
+
+
+def test_stage_output_is_echoed_and_bars_follow_the_terminal():
+    import io
+
+    from analysis._mainjob import _Tee
+
+    class Term(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Term()
+    tee = _Tee(term)
+    tee.write("validate: loading\n")
+    assert tee.getvalue() == term.getvalue() == "validate: loading\n"
+    assert tee.isatty() and not _Tee(io.StringIO()).isatty()
