@@ -64,12 +64,27 @@ class Drafter:
         """A finished rollout of ``step`` (called after the step for every rollout)."""
 
     # ---- requests ------------------------------------------------------------------------------
+    # Drafters that keep per-request state hold it in ``self._req``: ``begin`` checks the id with
+    # ``_new``, stores the state, and the calls after it reach it through ``_get`` / ``_pop``.
+    def _new(self, rid: int) -> int:
+        """``rid`` as an int; one clear error if that request already began."""
+        rid = int(rid)
+        if rid in self._req:
+            raise SpecrollError(f"request {rid} already began", field="rid", fix="end() it first")
+        return rid
+
     def _get(self, rid: int) -> Any:
         """The state ``begin`` stored in ``self._req`` for request ``rid``; one clear error if none."""
         try:
             return self._req[int(rid)]
         except KeyError:
             raise SpecrollError(f"unknown request {rid}", field="rid", fix="call begin() first") from None
+
+    def _pop(self, rid: int) -> Any:
+        """Remove and return request ``rid``'s state; one clear error if none."""
+        state = self._get(rid)
+        del self._req[int(rid)]
+        return state
 
     def begin(self, rid: int, prompt_id: int, prompt_tokens: Any) -> None:
         raise NotImplementedError
@@ -85,7 +100,8 @@ class Drafter:
         raise NotImplementedError
 
     def end(self, rid: int) -> None:
-        raise NotImplementedError
+        """Request ``rid`` finished: its state is dropped."""
+        self._pop(rid)
 
     # ---- description ---------------------------------------------------------------------------
     def to_meta(self) -> dict[str, Any]:

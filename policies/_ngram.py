@@ -59,12 +59,9 @@ class NgramDrafter(Drafter):
         super().__init__(**params)
         p = self.params
         self._sizes = range(int(p.min_ngram), int(p.max_ngram) + 1)
-        self._req: dict[int, _Text] = {}
 
     def begin(self, rid: int, prompt_id: int, prompt_tokens: Any) -> None:
-        rid = int(rid)
-        if rid in self._req:
-            raise SpecrollError(f"request {rid} already began", field="rid", fix="end() it first")
+        rid = self._new(rid)
         self._req[rid] = _Text(self._sizes)
         self._append(self._req[rid], as_token_list(prompt_tokens, "prompt_tokens"))
 
@@ -79,10 +76,6 @@ class NgramDrafter(Drafter):
 
     def extend(self, rid: int, tokens: Any) -> None:
         self._append(self._get(rid), as_token_list(tokens))
-
-    def end(self, rid: int) -> None:
-        if self._req.pop(int(rid), None) is None:
-            raise SpecrollError(f"unknown request {rid}", field="rid", fix="call begin() first")
 
     def propose(self, rid: int) -> tuple[np.ndarray, np.ndarray]:
         text = self._get(rid)

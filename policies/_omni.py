@@ -241,7 +241,6 @@ class OmniDrafter(Drafter):
         self.sizes = range(int(p.min_ngram), int(p.max_ngram) + 1)
         self.min_prob = float(p.min_prob)
         self.history = NgramHistory(self.sizes, int(p.window), left=int(p.max_ngram))
-        self._req: dict[int, NgramText] = {}
 
     def start_step(self, step: int) -> None:
         self.history.start_step(step)
@@ -254,19 +253,13 @@ class OmniDrafter(Drafter):
         return int(prompt_id) if self.per_prompt else 0
 
     def begin(self, rid: int, prompt_id: int, prompt_tokens: Any) -> None:
-        rid = int(rid)
-        if rid in self._req:
-            raise SpecrollError(f"request {rid} already began", field="rid", fix="end() it first")
+        rid = self._new(rid)
         text = NgramText(self._bucket(prompt_id), self.sizes)
         text.extend(as_token_list(prompt_tokens, "prompt_tokens"))
         self._req[rid] = text
 
     def extend(self, rid: int, tokens: Any) -> None:
         self._get(rid).extend(as_token_list(tokens))
-
-    def end(self, rid: int) -> None:
-        if self._req.pop(int(rid), None) is None:
-            raise SpecrollError(f"unknown request {rid}", field="rid", fix="call begin() first")
 
     def propose(self, rid: int) -> tuple[np.ndarray, np.ndarray]:
         toks, probs = greedy_branch(self.history, self._get(rid), None, 0, self.kmax, self.min_prob)

@@ -67,7 +67,6 @@ class PrevRolloutDrafter(Drafter):
         # (step, prompt_id) -> {sample: response}
         self._hist: dict[tuple[int, int], dict[int, np.ndarray]] = {}
         self._agree: dict[tuple[int, int], dict[int, np.ndarray]] = {}
-        self._req: dict[int, _Req] = {}
 
     def start_step(self, step: int) -> None:
         self._step = int(step)
@@ -110,19 +109,13 @@ class PrevRolloutDrafter(Drafter):
         return got
 
     def begin(self, rid: int, prompt_id: int, prompt_tokens: Any, sample: int = 0) -> None:
-        rid = int(rid)
-        if rid in self._req:
-            raise SpecrollError(f"request {rid} already began", field="rid", fix="end() it first")
+        rid = self._new(rid)
         as_token_list(prompt_tokens, "prompt_tokens")
         ref, agree = self._reference(int(prompt_id), int(sample))
         self._req[rid] = _Req(ref, agree)
 
     def extend(self, rid: int, tokens: Any) -> None:
         self._get(rid).generated += len(as_token_list(tokens))
-
-    def end(self, rid: int) -> None:
-        if self._req.pop(int(rid), None) is None:
-            raise SpecrollError(f"unknown request {rid}", field="rid", fix="call begin() first")
 
     def propose(self, rid: int) -> tuple[np.ndarray, np.ndarray]:
         r = self._get(rid)

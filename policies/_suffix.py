@@ -111,7 +111,6 @@ class SuffixDrafter(Drafter):
         self._hist: dict[int, list[_Entry]] = {}
         self._version: dict[int, int] = {}
         self._cache: OrderedDict[int, tuple[tuple[Any, int], HistorySAM | None]] = OrderedDict()
-        self._req: dict[int, _Request] = {}
 
     # ---- history ------------------------------------------------------------------------------
     def start_step(self, step: int) -> None:
@@ -178,9 +177,7 @@ class SuffixDrafter(Drafter):
 
     # ---- requests -----------------------------------------------------------------------------
     def begin(self, rid: int, prompt_id: int, prompt_tokens: Any) -> None:
-        rid = int(rid)
-        if rid in self._req:
-            raise SpecrollError(f"request {rid} already began", field="rid", fix="end() it first")
+        rid = self._new(rid)
         prompt = as_token_list(prompt_tokens, "prompt_tokens")
         local = LocalSAM(self.depth)
         local.extend(prompt)
@@ -203,9 +200,7 @@ class SuffixDrafter(Drafter):
             r.hv, r.hl = v, length
 
     def end(self, rid: int) -> None:
-        r = self._req.pop(int(rid), None)
-        if r is None:
-            raise SpecrollError(f"unknown request {rid}", field="rid", fix="call begin() first")
+        r = self._pop(rid)
         if r.out is not None and self._step is not None:
             self._hist.setdefault(r.prompt_id, []).append(
                 _Entry(self._step, r.prompt[-self.depth:], r.out, sibling=True))
