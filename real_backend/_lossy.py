@@ -34,8 +34,7 @@ import numpy as np
 import torch
 
 from real_backend._sampling import keyed_uniform, top_p_mask
-from specroll.errors import SpecrollError
-from specroll.params import check_number
+from specroll.params import build_params, check_number
 from specroll.registry import Registry
 
 ACCEPT_RULES: Registry[type[AcceptRule]] = Registry("accept rule")
@@ -67,13 +66,8 @@ class AcceptRule:
         pass
 
     def __init__(self, **params: Any) -> None:
-        fields = {f.name for f in dataclasses.fields(self.Params)}
-        unknown = sorted(set(params) - fields)
-        if unknown:
-            known = ", ".join(sorted(fields)) or "(none)"
-            raise SpecrollError(f"accept rule '{self.name}' has no parameter {', '.join(map(repr, unknown))}",
-                                field="accept_params", fix=f"use parameters among: {known}")
-        self.params = self.Params(**params)
+        self.params = build_params(self.Params, params, owner=f"accept rule '{self.name}'",
+                                   field="accept_params")
         self.validate()
 
     def validate(self) -> None: ...
@@ -98,10 +92,33 @@ class AcceptRule:
         return ok if extra is None else ok | extra
 
     def _extra(self, v: Verify, where: np.ndarray) -> np.ndarray | None:
+        """bool like ``where``: which of the mismatching draft tokens (``where``) the rule accepts
+        anyway; None for none (the exact rule)."""
         return None
 
 
 ACCEPT_RULES.add("exact", AcceptRule)
+
+
+class _DistributionRule(AcceptRule):
+    """A rule that judges each mismatching draft token from the target's sampling distribution there."""
+
+    def _judges(self, v: Verify) -> bool:
+        """Whether this iteration's mismatches are judged at all."""
+        return True
+
+    def _accepts(self, v: Verify, rows: np.ndarray, cols: np.ndarray, p: torch.Tensor) -> torch.Tensor:
+        """bool [M]: draft token (rows[i], cols[i]) accepted, ``p`` [M, V] its distribution."""
+        raise NotImplementedError
+
+    def _extra(self, v: Verify, where: np.ndarray) -> np.ndarray | None:
+        if not self._judges(v) or not where.any():
+            return None
+        rows, cols = np.nonzero(where)
+        ok = self._accepts(v, rows, cols, _probs(v, rows, cols, 1.0))
+        out = np.zeros_like(where)
+        out[rows, cols] = ok.numpy()
+        return out
 
 
 def _probs(v: Verify, rows: np.ndarray, cols: np.ndarray, greedy_temperature: float) -> torch.Tensor:
@@ -115,7 +132,7 @@ def _probs(v: Verify, rows: np.ndarray, cols: np.ndarray, greedy_temperature: fl
 
 
 @ACCEPT_RULES.register("lenient")
-class LenientRule(AcceptRule):
+class LenientRule(_DistributionRule):
     name = "lenient"
 
     @dataclasses.dataclass
@@ -129,11 +146,11 @@ class LenientRule(AcceptRule):
     def is_lossy(self) -> bool:
         return float(self.params.lenience) > 1.0
 
-    def _extra(self, v: Verify, where: np.ndarray) -> np.ndarray | None:
-        if not self.is_lossy or v.temperature <= 0 or not where.any():
-            return None  # l = 1 is the exact rule itself; at T = 0 the sampler is a point mass
-        rows, cols = np.nonzero(where)
-        p = _probs(v, rows, cols, 1.0)
+    def _judges(self, v: Verify) -> bool:
+        # l = 1 is the exact rule itself; at T = 0 the sampler is a point mass
+        return self.is_lossy and v.temperature > 0
+
+    def _accepts(self, v: Verify, rows: np.ndarray, cols: np.ndarray, p: torch.Tensor) -> torch.Tensor:
         cdf = p.cumsum(dim=-1)
         x = torch.as_tensor(v.drafts[rows, cols])
         ar = torch.arange(len(rows))
@@ -145,14 +162,11 @@ class LenientRule(AcceptRule):
         width = torch.minimum(total, float(self.params.lenience) * px)
         d = (t - (hi - px / 2)).abs()
         d = torch.minimum(d, total - d)
-        ok = (px > 0) & (d <= width / 2)
-        out = np.zeros_like(where)
-        out[rows, cols] = ok.numpy()
-        return out
+        return (px > 0) & (d <= width / 2)
 
 
 @ACCEPT_RULES.register("judge")
-class JudgeRule(AcceptRule):
+class JudgeRule(_DistributionRule):
     name = "judge"
     lossy = True
 
@@ -166,19 +180,12 @@ class JudgeRule(AcceptRule):
         check_number(self.params.tau, "tau", lo=0, hi=1,
                      fix="pass tau=0.25 (accept x when p(x) >= tau * p(target's token))")
 
-    def _extra(self, v: Verify, where: np.ndarray) -> np.ndarray | None:
-        if not where.any():
-            return None
-        rows, cols = np.nonzero(where)
-        p = _probs(v, rows, cols, 1.0)
+    def _accepts(self, v: Verify, rows: np.ndarray, cols: np.ndarray, p: torch.Tensor) -> torch.Tensor:
         ar = torch.arange(len(rows))
         px = p[ar, torch.as_tensor(v.drafts[rows, cols])]
         py = p[ar, torch.as_tensor(v.target[rows, cols])]
         rank = (p > px[:, None]).sum(dim=-1)            # tokens strictly more likely than x
-        ok = (px > 0) & (rank < int(self.params.top_k)) & (px >= float(self.params.tau) * py)
-        out = np.zeros_like(where)
-        out[rows, cols] = ok.numpy()
-        return out
+        return (px > 0) & (rank < int(self.params.top_k)) & (px >= float(self.params.tau) * py)
 
 
 @ACCEPT_RULES.register("ead")
