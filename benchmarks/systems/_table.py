@@ -39,8 +39,7 @@ def run_table(scenarios: Any, config: str, scale: float = 1.0, only: str = "") -
     if scale != 1.0:
         base["workload"]["prompts"] = max(1, int(round(base["workload"]["prompts"] * scale)))
     print(f"load average before: {_load()}")
-    ar_cfg = copy.deepcopy(base)
-    ar_cfg["policy"] = {"name": "ar", "params": {}}
+    ar_cfg = derive(base, policy={"name": "ar", "params": {}})
     t0 = time.perf_counter()
     ar = Simulator(SimConfig.from_dict(ar_cfg)).run(show_progress=False).summary
     rows = [{"name": "ar", "system": "autoregressive (reference)", "s": ar, "wall": time.perf_counter() - t0}]
@@ -54,7 +53,8 @@ def run_table(scenarios: Any, config: str, scale: float = 1.0, only: str = "") -
         t0 = time.perf_counter()
         s = Simulator(SimConfig.from_dict(sc["config"])).run(show_progress=False).summary
         assert bool(s["lossy"]) == bool(sc["lossy"]), sc["name"]
-        rows.append({"name": sc["name"], "system": sc["system"], "s": s, "wall": time.perf_counter() - t0})
+        rows.append({"name": sc["name"], "system": sc["system"], "half": sc.get("half"), "s": s,
+                     "wall": time.perf_counter() - t0})
     print(f"{'name':<22} {'system':<50} {'makespan_s':>10} {'rollout_s':>9} {'speedup':>7} "
           f"{'lossy':>7} {'offpol':>7} {'wall_s':>7}")
     for r in rows:
