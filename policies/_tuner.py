@@ -89,21 +89,21 @@ def make_storage(storage: str | None, out_dir: Path) -> Any:
     # Several workers (or a monitor) opening a new database at once race to create its schema: the
     # losers fail with IntegrityError / "table already exists" / "database is locked" while the
     # winner finishes. Such a failure is transient: retry (with a growing pause) before giving up.
-    for attempt in range(_OPEN_TRIES):
+    attempt = 0
+    while True:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what we need
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(storage, heartbeat_interval=_HEARTBEAT_S, grace_period=_GRACE_S)
         except Exception as exc:  # SQLAlchemy raises many types for a bad URL or an unreachable server
-            racing = type(exc).__name__ in ("IntegrityError", "OperationalError")
-            if racing and attempt + 1 < _OPEN_TRIES:
-                time.sleep(0.05 * (attempt + 1))
+            attempt += 1
+            if type(exc).__name__ in ("IntegrityError", "OperationalError") and attempt < _OPEN_TRIES:
+                time.sleep(0.05 * attempt)
                 continue
             raise SpecrollError(f"cannot open study storage '{storage}': {exc}", field="--storage",
                                 fix="check the URL and that the database is reachable") from None
         finally:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-    raise AssertionError("unreachable")
 
 
 @dataclass

@@ -4,6 +4,8 @@ error for an unknown name or a bad value (policies, drafters, acceptance rules s
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Any
 
 from specroll.errors import SpecrollError
@@ -27,9 +29,6 @@ def check_number(value: Any, name: str, *, integer: bool = False, lo: float | No
                  hi: float | None = None, fix: str | None = None) -> None:
     """Raise one clear SpecrollError unless ``value`` is a finite number (an integer if ``integer``;
     booleans never count) within [lo, hi]; ``name`` is the parameter's field."""
-    import math
-    import numbers
-
     kind = numbers.Integral if integer else numbers.Real
     ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(float(value))
     ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi)
