@@ -6,9 +6,9 @@ holds). See docs/report.md. Validation: :class:`ValidateConfig`, :func:`validate
 :func:`format_summary`, :func:`error_terms` (analysis/_validate.py, docs/validation.md).
 """
 
-from analysis._kinds import Run, discover
-from analysis._report import ReportResult, build_report, report
-from analysis._validate import ValidateConfig, error_terms, format_summary, validate
+from specroll.analysis._kinds import Run, discover
+from specroll.analysis._report import ReportResult, build_report, report
+from specroll.analysis._validate import ValidateConfig, error_terms, format_summary, validate
 
 __all__ = ["ReportResult", "Run", "ValidateConfig", "build_report", "discover", "error_terms",
            "format_summary", "report", "validate"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from specroll.fileio import atomic_path
+from specroll.core.fileio import atomic_path
 
 DPI = 110
 PHASE_COLORS = {"busy": "#4477aa", "idle": "#aac4e0", "train": "#ee7733", "sync": "#bbbbbb"}

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from analysis._figures import plain_log_ticks, pyplot, save
+from specroll.analysis._figures import plain_log_ticks, pyplot, save
 
 
 def _step_colors(steps: Sequence[int]) -> dict[int, Any]:

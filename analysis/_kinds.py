@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 MAX_DEPTH = 4
 KINDS = ("validate", "simulate", "rollout", "plan", "tune", "trace")
@@ -100,7 +100,7 @@ def detect(folder: Path) -> tuple[list[str], dict[str, Any] | None, list[str]]:
 
 
 def _is_trace(path: Path) -> bool:
-    from traces import read_meta
+    from specroll.traces import read_meta
 
     try:
         read_meta(path)

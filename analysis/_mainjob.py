@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from specroll.errors import SpecrollError
-from specroll.fileio import read_json, read_toml, write_json
-from specroll.progress import say
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import read_json, read_toml, write_json
+from specroll.core.progress import say
 
 # What-if cluster: 8 H100 engines serving a 7B policy, a math workload with a 16k cap (DAS/Seer-like).
 DEFAULTS: dict[str, Any] = {

@@ -13,14 +13,15 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from analysis import _html as H
-from analysis._kinds import Run, discover
-from analysis._sections import Ctx, Section, compare_simulations, plan_section, simulate_section
-from analysis._sections_real import compare_rollouts, rollout_section, validate_section
-from analysis._sections_tune import trace_section, tune_section
-from specroll.errors import SpecrollError
-from specroll.fileio import atomic_write
-from specroll.progress import progress
+from specroll.analysis import _html as H
+from specroll.analysis._kinds import Run, discover
+from specroll.analysis._sections import Ctx, Section, compare_simulations, plan_section, simulate_section
+from specroll.analysis._sections_real import compare_rollouts, rollout_section, validate_section
+from specroll.analysis._sections_tune import trace_section, tune_section
+
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import atomic_write
+from specroll.core.progress import progress
 
 BUILDERS: dict[str, Callable[[Run, Ctx], Section]] = {
     "simulate": simulate_section,

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from specroll.analysis import _figures as F
+from specroll.analysis._html import figures, fmt, image, kv_table, note, pct, table
+from specroll.analysis._kinds import Run
 
-from analysis import _figures as F
-from analysis._html import figures, fmt, image, kv_table, note, pct, table
-from analysis._kinds import Run
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 @dataclass
@@ -246,7 +246,7 @@ def _compare_group(runs: list[Run], ctx: Ctx, i: int, n: int) -> Section:
 # --- plan ------------------------------------------------------------------------------------------
 
 def plan_section(run: Run, ctx: Ctx) -> Section:
-    from specroll.fileio import read_json
+    from specroll.core.fileio import read_json
 
     plan = read_json(run.path / "plan.json")
     if not isinstance(plan, dict) or "rows" not in plan:

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from analysis import _figures as F
-from analysis import _figures_real as R
-from analysis._html import esc, figures, fmt, image, kv_table, note, pct, table
-from analysis._kinds import Run
-from analysis._sections import (
+from specroll.analysis import _figures as F
+from specroll.analysis import _figures_real as R
+from specroll.analysis._html import esc, figures, fmt, image, kv_table, note, pct, table
+from specroll.analysis._kinds import Run
+from specroll.analysis._sections import (
     Ctx,
     Section,
     _bar_label,
@@ -33,7 +32,7 @@ BAND = 0.10  # the +-10 % band of the parity plot and of the error colouring
 
 def _trace_pngs(trace_path: Path, ctx: Ctx, prefix: str) -> tuple[Any, list[Path]]:
     """traces.plot_trace's two PNGs for the trace at ``trace_path``, renamed into the report folder."""
-    from traces import plot_trace, read_trace
+    from specroll.traces import plot_trace, read_trace
 
     trace = read_trace(trace_path, columns=[])
     ctx.out.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from specroll.analysis import _figures_real as R
+from specroll.analysis._html import esc, figures, fmt, image, kv_table, note, pct, table
+from specroll.analysis._kinds import Run
+from specroll.analysis._sections import Ctx, Section, policy_label, read_columns
+from specroll.analysis._sections_real import _trace_pngs
 
-from analysis import _figures_real as R
-from analysis._html import esc, figures, fmt, image, kv_table, note, pct, table
-from analysis._kinds import Run
-from analysis._sections import Ctx, Section, policy_label, read_columns
-from analysis._sections_real import _trace_pngs
-from specroll.fileio import read_json
+from specroll.core.fileio import read_json
 
 MIN_TRIALS_FOR_IMPORTANCE = 4
 
@@ -185,7 +185,7 @@ def tune_section(run: Run, ctx: Ctx) -> Section:
 
 
 def trace_section(run: Run, ctx: Ctx) -> Section:
-    from traces import trace_stats
+    from specroll.traces import trace_stats
 
     trace, pngs = _trace_pngs(run.path, ctx, ctx.slug(run))
     st = trace_stats(trace)

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from specroll.errors import SpecrollError
-from specroll.fileio import atomic_path, read_toml, write_json
-from specroll.progress import progress, say
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import atomic_path, read_toml, write_json
+from specroll.core.progress import progress, say
 
 BASELINE = "ar"
 
@@ -125,7 +125,7 @@ class ValidateConfig:
             raise SpecrollError(exc.what, file=f, field=f"workload.{exc.field}", fix=exc.fix) from None
 
     def _make_policy(self, p: PolicySpec) -> Any:
-        from policies import load_policy_file, make_policy
+        from specroll.policies import load_policy_file, make_policy
 
         try:
             return load_policy_file(p.file) if p.file else make_policy(p.name, **p.params)
@@ -135,7 +135,7 @@ class ValidateConfig:
 
     def rollout_config(self, p: PolicySpec | None) -> Any:
         """The real backend's config for policy ``p`` (None = the AR baseline, no drafter)."""
-        from real_backend import RolloutConfig
+        from specroll.real_backend import RolloutConfig
 
         known = {f.name for f in dataclasses.fields(RolloutConfig)}
         bad = sorted(set(self.workload) - known - {"policy", "params", "drafter"})
@@ -158,7 +158,7 @@ def validate(cfg: ValidateConfig, out: str | Path, *, profile: Any = None) -> di
     """Run the validation described in the module doc; write DIR; return summary.json's content.
 
     ``profile`` (a CostProfile) replaces the config's, e.g. to price a test model's iterations."""
-    from real_backend import load_backend, rollout
+    from specroll.real_backend import load_backend, rollout
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,8 +189,8 @@ def validate(cfg: ValidateConfig, out: str | Path, *, profile: Any = None) -> di
         raise SpecrollError("speculative outputs differ from autoregressive ones", field="real_backend",
                             fix="a lossless-decoding bug: see real/*/rep0/trace.parquet")
     say(f"validate: match lengths of drafter '{cfg.drafter}' on the recorded trace")
-    from policies import compute_match_lengths
-    from traces import write_trace
+    from specroll.policies import compute_match_lengths
+    from specroll.traces import write_trace
 
     trace = compute_match_lengths(traces[BASELINE], cfg.drafter, **cfg.drafter_params)
     trace_path = write_trace(trace, out / "trace.parquet")
@@ -204,7 +204,7 @@ def validate(cfg: ValidateConfig, out: str | Path, *, profile: Any = None) -> di
     summary["outputs_identical"] = identical
     summary["wall_s"] = time.perf_counter() - t_start
     rows = _write_comparison(real, sim, out / "comparison.parquet")
-    from analysis._figures_real import validate_parity  # the report's own parity figure
+    from specroll.analysis._figures_real import validate_parity  # the report's own parity figure
 
     cols = ("policy", "real_makespan_s", "sim_makespan_s")
     validate_parity({k: np.asarray([r[k] for r in rows]) for k in cols}, out / "parity.png")
@@ -213,12 +213,12 @@ def validate(cfg: ValidateConfig, out: str | Path, *, profile: Any = None) -> di
 
 
 def _profile(cfg: ValidateConfig, out: Path) -> tuple[Any, str]:
-    from calibration import load_profile
+    from specroll.calibration import load_profile
 
     model = cfg.workload.get("model", "smollm2-135m")
     device = cfg.workload.get("device", "cpu")
     if cfg.profile == "calibrate":
-        from calibration._calibrate import calibrate
+        from specroll.calibration._calibrate import calibrate
 
         # The grid sized to the workload: its batch, and contexts up to its responses plus a few
         # hundred prompt tokens (the fit extrapolates beyond). Fewer points than the full grid and
@@ -278,7 +278,7 @@ def _same_outputs(traces: dict[str, Any]) -> bool:
 
 def _simulate(cfg: ValidateConfig, profile: Any, profile_ref: str, trace: Any, trace_path: Path, kmax: int,
               policy: Any, max_batch: int, out: Path) -> dict[str, Any]:
-    from simulator import SimConfig, Simulator
+    from specroll.simulator import SimConfig, Simulator
 
     rc = cfg.rollout_config(None)
     n_rollouts = int(len(trace)) // max(1, int(rc.steps))

@@ -72,7 +72,7 @@ def synthetic(rng: np.random.Generator, n: int, lo: int, hi: int, vocab: int = 3
 
 
 def from_trace(path: str, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    from traces import read_trace
+    from specroll.traces import read_trace
     tr = read_trace(path)
     pids = tr.column("prompt_id")
     pid = np.bincount(pids - pids.min()).argmax() + pids.min()
@@ -114,7 +114,7 @@ def run_ours(prompt: np.ndarray, history: list[np.ndarray], requests: list[np.nd
 
 
 def _ours_once(prompt: np.ndarray, history: list[np.ndarray], requests: list[np.ndarray]) -> dict:
-    from policies import make_drafter
+    from specroll.policies import make_drafter
     d = make_drafter("suffix", depth=DEPTH, kmax=KMAX, min_prob=MIN_PROB, spec_factor=FACTOR)
     d.start_step(0)
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ import torch
 
 
 def bench_ours(batch: int, ctx: int, steps: int, temperature: float, invariant: bool) -> tuple[float, float]:
-    from real_backend import KVCache, keyed_sample, load_model
+    from specroll.real_backend import KVCache, keyed_sample, load_model
 
     model = load_model()
     model.batch_invariant = invariant
@@ -43,9 +43,8 @@ def bench_ours(batch: int, ctx: int, steps: int, temperature: float, invariant: 
 
 def bench_hf(ctx: int, steps: int) -> float:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from specroll.real_backend import model_file
     from transformers import AutoModelForCausalLM
-
-    from real_backend import model_file
 
     path = model_file()
     hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,

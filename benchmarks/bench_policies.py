@@ -13,8 +13,7 @@ import argparse
 import time
 
 import numpy as np
-
-from policies import POLICIES, Feedback, PolicyState, make_policy
+from specroll.policies import POLICIES, Feedback, PolicyState, make_policy
 
 
 def cluster_state(rng: np.random.Generator, engines: int, batch: int, kmax: int, conf: bool) -> PolicyState:

@@ -42,7 +42,7 @@ def scenario(path: Path, scale: float, seed: int, workload_seed: int | None = No
              acceptance: dict | None = None) -> dict:
     """The reference config as a dict, scaled, with confidence on, the given seeds and any
     acceptance overrides."""
-    from specroll.fileio import read_toml
+    from specroll.core.fileio import read_toml
 
     raw = read_toml(path)
     raw.pop("tune", None)
@@ -74,8 +74,7 @@ def hybrid_policy(batch: int):
     run the same iterations; between them only the verification cost of rejected drafts differs,
     and this splits that cost by batch size."""
     import numpy as np
-
-    from policies import Policy
+    from specroll.policies import Policy
 
     class OracleAbove(Policy):
         name = f"oracle-above-batch-{batch}"
@@ -89,8 +88,9 @@ def hybrid_policy(batch: int):
 
 
 def tune_family(family: str, args: argparse.Namespace, cfg_path: Path, out: Path) -> tuple[object, dict]:
-    from policies._tuner import tune
-    from simulator import SimConfig
+    from specroll.policies._tuner import tune
+    from specroll.simulator import SimConfig
+
     from specroll.commands.tune import TuneSetup
 
     seeds = [int(s) for s in args.tune_seeds.split(",")]
@@ -135,9 +135,10 @@ def main() -> None:
 
     args.acc = parse_params(args.acceptance)
 
-    from policies import make_policy
-    from simulator import SimConfig, Simulator
-    from specroll.fileio import atomic_write, write_json
+    from specroll.policies import make_policy
+    from specroll.simulator import SimConfig, Simulator
+
+    from specroll.core.fileio import atomic_write, write_json
 
     cfg_path = Path(args.config)
     out = Path(args.out)

@@ -23,8 +23,7 @@ os.environ.setdefault("SPECROLL_PROGRESS", "0")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-from real_backend._rollout import RolloutConfig, load_backend, rollout  # noqa: E402
+from specroll.real_backend._rollout import RolloutConfig, load_backend, rollout  # noqa: E402
 
 
 def parse_policy(spec: str) -> tuple[str, dict]:
@@ -118,7 +117,7 @@ def main() -> None:
         print(f"{spec:<22} {wall:>8.1f} {iters:>6} {acc:>8.2f} {tokens:>7} {tps:>7.1f} {same:>10}  {mk}")
 
     if args.hf_prompts:
-        from real_backend._rollout import _prompts
+        from specroll.real_backend._rollout import _prompts
 
         prompts = _prompts(base)[:args.hf_prompts]
         tok = backend.tokenizer

@@ -52,9 +52,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import numpy as np
-
-    from policies import make_policy
-    from simulator import SimConfig, Simulator
+    from specroll.policies import make_policy
+    from specroll.simulator import SimConfig, Simulator
 
     base = SimConfig.from_toml(args.config)
     base.workload.steps = args.steps
@@ -90,7 +89,7 @@ def main() -> None:
               f"{s['cpu_s']:>7.3f} {s['tokens_per_wall_s'] / 1e6:>7.1f} {ratio}", flush=True)
     print(f"load average after: {_load()}")
     if args.tail_png:
-        from simulator import batch_size_over_time, plot_batch_size
+        from specroll.simulator import batch_size_over_time, plot_batch_size
 
         data = batch_size_over_time(base, [make_policy("ar"), policy], engines=8)
         print(f"wrote {plot_batch_size(data, args.tail_png)}")

@@ -5,11 +5,12 @@ Public surface: :class:`ModelShape`, :data:`MODEL_SHAPES`, :func:`get_shape`, :c
 :func:`whatif_profile`, :func:`builtin_names`.
 """
 
-from calibration._batch import IterationBatch
-from calibration._devices import DEVICES, DeviceSpec, get_device
-from calibration._profile import CostProfile
-from calibration._shapes import MODEL_SHAPES, ModelShape, get_shape
-from calibration._whatif import builtin_names, load_profile, whatif_profile
+from specroll.calibration._batch import IterationBatch
+from specroll.calibration._devices import DEVICES, DeviceSpec, get_device
+from specroll.calibration._profile import CostProfile
+from specroll.calibration._whatif import builtin_names, load_profile, whatif_profile
+
+from specroll.core.shapes import MODEL_SHAPES, ModelShape, get_shape
 
 __all__ = [
     "DEVICES",

@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from specroll.calibration._costmodel import DTYPE_BYTES, make_consts
+from specroll.calibration._devices import DeviceSpec
+from specroll.calibration._drafter_cost import measure_drafter_cost
+from specroll.calibration._fit import FEATURES, FitResult, fit_profile_coefficients
+from specroll.calibration._measure import TimingStep, build_grid, grid_spec, measure_grid, measure_peaks
+from specroll.calibration._profile import CostProfile
 
-from calibration._costmodel import DTYPE_BYTES, make_consts
-from calibration._devices import DeviceSpec
-from calibration._drafter_cost import measure_drafter_cost
-from calibration._fit import FEATURES, FitResult, fit_profile_coefficients
-from calibration._measure import TimingStep, build_grid, grid_spec, measure_grid, measure_peaks
-from calibration._profile import CostProfile
-from calibration._shapes import ModelShape
-from specroll.errors import SpecrollError
-from specroll.fileio import atomic_path
-from specroll.progress import say
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import atomic_path
+from specroll.core.progress import say
+from specroll.core.shapes import ModelShape
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Calibration:
 
 def default_step_factory() -> Callable[..., TimingStep]:
     try:
-        from real_backend import make_timing_step
+        from specroll.real_backend import make_timing_step
     except ImportError as exc:
         raise SpecrollError(f"the real backend has no make_timing_step yet ({exc})", field="--device",
                             fix="update the repository (real_backend provides make_timing_step)") from None
@@ -87,7 +87,7 @@ def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, rand
 def drafter_cost(name: str) -> dict[str, Any]:
     """Measured CPU cost of one of the policies package's model-free drafters."""
     try:
-        from policies import make_drafter
+        from specroll.policies import make_drafter
     except ImportError as exc:
         raise SpecrollError(f"the policies package has no drafters yet ({exc})", field="--drafter",
                             fix="leave out --drafter") from None
@@ -131,7 +131,7 @@ def fit_rows(rows: list[dict], shape: ModelShape, dev: DeviceSpec, dtype: str, *
 def _backend_version() -> str:
     import torch
 
-    from specroll import __version__
+    from specroll.core import __version__
     return f"specroll {__version__} real_backend timing step, torch {torch.__version__}"
 
 

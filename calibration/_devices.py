@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from specroll.errors import SpecrollError
-from specroll.registry import Registry
+from specroll.core.errors import SpecrollError
+from specroll.core.registry import Registry
 
 TERA = 1e12
 GIGA = 1e9

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from specroll.calibration._batch import IterationBatch
+from specroll.calibration._devices import DEVICES, DeviceSpec
+from specroll.calibration._fit import FEATURES
 
-from calibration._batch import IterationBatch
-from calibration._devices import DEVICES, DeviceSpec
-from calibration._fit import FEATURES
-from specroll.errors import SpecrollError
-from specroll.progress import progress
+from specroll.core.errors import SpecrollError
+from specroll.core.progress import progress
 
 
 class TimingStep(Protocol):

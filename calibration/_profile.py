@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from calibration._batch import IterationBatch
-from calibration._costmodel import (
+from specroll.calibration._batch import IterationBatch
+from specroll.calibration._costmodel import (
     COEF_BOUNDS,
     COEF_NAMES,
     DTYPE_BYTES,
@@ -26,10 +25,11 @@ from calibration._costmodel import (
     forward_time,
     make_consts,
 )
-from calibration._devices import DeviceSpec
-from calibration._shapes import MODEL_SHAPES, ModelShape
-from specroll.errors import SpecrollError
-from specroll.fileio import write_json
+from specroll.calibration._devices import DeviceSpec
+
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import write_json
+from specroll.core.shapes import MODEL_SHAPES, ModelShape
 
 FORMAT = "specroll-cost-profile"
 VERSION = 1
@@ -273,7 +273,7 @@ def _parse_shape(d: dict, file: str | None) -> ModelShape:
         shape = ModelShape(**raw)
     except TypeError as exc:
         raise SpecrollError(f"bad model shape ({exc})", file=file, field="shape",
-                            fix="write every ModelShape field (see calibration/_shapes.py)") from None
+                            fix="write every ModelShape field (see specroll/core/shapes.py)") from None
     for f, v in raw.items():
         if f not in ("name", "tied_embeddings") and (not isinstance(v, int) or v <= 0):
             raise SpecrollError(f"must be a positive integer, got {v!r}", file=file, field=f"shape.{f}",

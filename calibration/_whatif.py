@@ -10,11 +10,12 @@ import functools
 import math
 from pathlib import Path
 
-from calibration._devices import DEVICES, DeviceSpec
-from calibration._profile import MEMORY_UTILIZATION, CostProfile
-from calibration._shapes import MODEL_SHAPES
-from specroll.errors import SpecrollError
-from specroll.fileio import read_json
+from specroll.calibration._devices import DEVICES, DeviceSpec
+from specroll.calibration._profile import MEMORY_UTILIZATION, CostProfile
+
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import read_json
+from specroll.core.shapes import MODEL_SHAPES
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 

@@ -4,8 +4,8 @@ Public surface: :class:`PolicyState`, :class:`Feedback`, :class:`Policy`, :data:
 :func:`make_policy`, :func:`policy_from_dict`, :func:`load_policy_file`.
 """
 
-from policies._adaptive import AdaptivePolicy
-from policies._base import (
+from specroll.policies._adaptive import AdaptivePolicy
+from specroll.policies._base import (
     POLICIES,
     AutoRegressive,
     FixedK,
@@ -16,30 +16,30 @@ from policies._base import (
     register_policy,
     save_policy_file,
 )
-from policies._das import DASPolicy, das_optimal_k
-from policies._diffuspec import DiffuSpecPolicy
-from policies._drafters import DRAFTERS, Drafter, make_drafter, register_drafter
-from policies._history import LONG, MEDIUM, SHORT, LengthHistory, length_class
-from policies._match import compute_match_lengths
-from policies._mdp import MDPPolicy, solve_mdp, threshold_structure
-from policies._ngram import NgramDrafter
-from policies._omni import OmniDrafter
-from policies._oracle import OraclePolicy
-from policies._pearl import PearlPolicy, pearl_window
-from policies._prevrollout import PrevRolloutDrafter
-from policies._seer import SeerPolicy
-from policies._stand import StandDrafter, tree_conf, tree_match
-from policies._state import (
+from specroll.policies._das import DASPolicy, das_optimal_k
+from specroll.policies._diffuspec import DiffuSpecPolicy
+from specroll.policies._drafters import DRAFTERS, Drafter, make_drafter, register_drafter
+from specroll.policies._history import LONG, MEDIUM, SHORT, LengthHistory, length_class
+from specroll.policies._match import compute_match_lengths
+from specroll.policies._mdp import MDPPolicy, solve_mdp, threshold_structure
+from specroll.policies._ngram import NgramDrafter
+from specroll.policies._omni import OmniDrafter
+from specroll.policies._oracle import OraclePolicy
+from specroll.policies._pearl import PearlPolicy, pearl_window
+from specroll.policies._prevrollout import PrevRolloutDrafter
+from specroll.policies._seer import SeerPolicy
+from specroll.policies._stand import StandDrafter, tree_conf, tree_match
+from specroll.policies._state import (
     ACCEPT_EMA_WEIGHT,
     Feedback,
     PolicyState,
     per_token_acceptance,
     update_accept_ema,
 )
-from policies._suffix import SuffixDrafter
-from policies._threshold import ThresholdPolicy
-from policies._tlt import TLTPolicy
-from policies._vllm import VllmExport, vllm_config
+from specroll.policies._suffix import SuffixDrafter
+from specroll.policies._threshold import ThresholdPolicy
+from specroll.policies._tlt import TLTPolicy
+from specroll.policies._vllm import VllmExport, vllm_config
 
 __all__ = [
     "DRAFTERS",

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from specroll.policies._state import Feedback, PolicyState
 
-from policies._state import Feedback, PolicyState
-from specroll.errors import SpecrollError
-from specroll.fileio import read_json, write_json
-from specroll.params import build_params
-from specroll.registry import Registry
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import read_json, write_json
+from specroll.core.params import build_params
+from specroll.core.registry import Registry
 
 POLICIES: Registry[type[Policy]] = Registry("policy")
 

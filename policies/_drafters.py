@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from specroll.errors import SpecrollError
-from specroll.params import build_params, check_number
-from specroll.registry import Registry
+from specroll.core.errors import SpecrollError
+from specroll.core.params import build_params, check_number
+from specroll.core.registry import Registry
 
 DRAFTERS: Registry[type[Drafter]] = Registry("drafter")
 

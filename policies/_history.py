@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 SHORT, MEDIUM, LONG = 0, 1, 2
 """Length-class codes returned by :func:`length_class` (ordered: a longer class is larger)."""

@@ -26,10 +26,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from specroll.policies._drafters import make_drafter
+from specroll.policies._stand import tree_conf, tree_match
 
-from policies._drafters import make_drafter
-from policies._stand import tree_conf, tree_match
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 def compute_match_lengths(trace: Any, drafter_name: str, **params: Any) -> Any:
@@ -39,7 +39,7 @@ def compute_match_lengths(trace: Any, drafter_name: str, **params: Any) -> Any:
 
     Needs the ``token_ids`` and ``prompt_token_ids`` columns. ``params`` go to the drafter.
     """
-    from specroll.progress import progress
+    from specroll.core.progress import progress
 
     source = getattr(trace.meta, "source", None) or None
     for col in ("token_ids", "prompt_token_ids"):

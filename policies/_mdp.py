@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from specroll.policies._base import Policy, register_policy
+from specroll.policies._state import PolicyState
+from specroll.policies._tuner import tunable
 
-from policies._base import Policy, register_policy
-from policies._state import PolicyState
-from policies._tuner import tunable
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 CostFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """cost(b, K) -> seconds of one iteration of b requests that each verify a K-token draft."""
@@ -32,7 +32,7 @@ def batch_grid(max_batch: int) -> np.ndarray:
 
 def profile_cost(profile: Any, ctx_len: int) -> CostFn:
     """cost(b, K) from a CostProfile: b requests of context ``ctx_len``, each verifying K + 1 tokens."""
-    from calibration import IterationBatch
+    from specroll.calibration import IterationBatch
 
     def cost(b: np.ndarray, k: np.ndarray) -> np.ndarray:
         b, k = np.broadcast_arrays(np.asarray(b, np.float64), np.asarray(k, np.float64))
@@ -182,7 +182,7 @@ class MDPPolicy(Policy):
             return
         cost = self._cost_fn
         if cost is None:
-            from calibration import load_profile
+            from specroll.calibration import load_profile
 
             cost = profile_cost(load_profile(p.profile), int(p.ctx_len))
         b = self.batches[:, None].astype(np.float64)

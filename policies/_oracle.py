@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from specroll.policies._base import Policy, register_policy
+from specroll.policies._state import PolicyState
 
-from policies._base import Policy, register_policy
-from policies._state import PolicyState
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 @register_policy("oracle")

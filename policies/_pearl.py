@@ -26,11 +26,11 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from specroll.policies._base import Policy, register_policy
+from specroll.policies._state import PolicyState
+from specroll.policies._tuner import tunable
 
-from policies._base import Policy, register_policy
-from policies._state import PolicyState
-from policies._tuner import tunable
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 _TABLES: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -71,7 +71,7 @@ class PearlPolicy(Policy):
         p = self.params
         key = (p.profile, p.draft_model, int(p.ctx_len), int(p.k_max), int(p.max_batch), float(p.margin))
         if key not in _TABLES:
-            from calibration import IterationBatch, load_profile
+            from specroll.calibration import IterationBatch, load_profile
 
             try:
                 base = load_profile(p.profile)

@@ -29,10 +29,10 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from specroll.policies._drafters import register_drafter
+from specroll.policies._omni import _EMPTY_F, _EMPTY_I, OmniDrafter, greedy_branch, top_next
 
-from policies._drafters import register_drafter
-from policies._omni import _EMPTY_F, _EMPTY_I, OmniDrafter, greedy_branch, top_next
-from specroll.params import check_number
+from specroll.core.params import check_number
 
 
 @register_drafter("stand")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from specroll.policies._alloc import confident_prefix, has_confidence
+from specroll.policies._base import Policy, register_policy
+from specroll.policies._state import PolicyState
+from specroll.policies._tuner import tunable
 
-from policies._alloc import confident_prefix, has_confidence
-from policies._base import Policy, register_policy
-from policies._state import PolicyState
-from policies._tuner import tunable
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 _FALLBACKS = ("ema", "kmax")
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from specroll.policies._base import Policy
 
-from policies._base import Policy
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 VLLM_DEFAULTS = {"suffix_decoding_max_tree_depth": 24, "suffix_decoding_max_spec_factor": 1.0,
                  "suffix_decoding_min_token_prob": 0.1, "suffix_decoding_max_cached_requests": 10000}
@@ -86,7 +86,7 @@ def vllm_config(policy: Policy | dict[str, Any], *, max_batch: int = 256, per_ba
     deployment without it): batch-size dependence then becomes a per-parameter "not expressible".
     ``kmax``: the drafter's proposal cap, if the policy's own cap is larger.
     """
-    from policies._base import policy_from_dict
+    from specroll.policies._base import policy_from_dict
 
     pol = policy_from_dict(policy) if isinstance(policy, dict) else policy
     if not pol.deployable:
@@ -159,7 +159,7 @@ def _threshold(pol: Policy, p: dict[str, Any], b: np.ndarray):
 
 
 def _das(pol: Policy, p: dict[str, Any], b: np.ndarray):
-    from policies._das import das_optimal_k
+    from specroll.policies._das import das_optimal_k
 
     k_max = int(p["k_max"])
     if p["mode"] == "schedule":

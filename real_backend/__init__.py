@@ -15,18 +15,18 @@ Engine side (engine, workload, rollouts): :class:`Engine`, :func:`rollout`, :cla
 """
 
 # Model side (engineer M): _gguf, _model, _tokenizer, _sampling, _timing, _graphs; the rest is E's.
-from real_backend._engine import Engine, RolloutOutput, StepOutput
-from real_backend._gguf import model_file
-from real_backend._graphs import GraphPool
-from real_backend._lossy import ACCEPT_RULES, AcceptRule, make_accept_rule
-from real_backend._model import KVCache, ModelConfig, Transformer, load_model
-from real_backend._model_drafter import MODEL_DRAFTERS, LayerSkipDrafter, make_model_drafter
-from real_backend._rollout import Backend, RolloutConfig, RolloutResult, load_backend, rollout
-from real_backend._sampling import keyed_sample
-from real_backend._timing import TimingStep, make_timing_step
-from real_backend._tokenizer import Tokenizer, load_tokenizer
-from real_backend._toy import ToyLM, ToyTokenizer
-from real_backend._workload import (
+from specroll.real_backend._engine import Engine, RolloutOutput, StepOutput
+from specroll.real_backend._gguf import model_file
+from specroll.real_backend._graphs import GraphPool
+from specroll.real_backend._lossy import ACCEPT_RULES, AcceptRule, make_accept_rule
+from specroll.real_backend._model import KVCache, ModelConfig, Transformer, load_model
+from specroll.real_backend._model_drafter import MODEL_DRAFTERS, LayerSkipDrafter, make_model_drafter
+from specroll.real_backend._rollout import Backend, RolloutConfig, RolloutResult, load_backend, rollout
+from specroll.real_backend._sampling import keyed_sample
+from specroll.real_backend._timing import TimingStep, make_timing_step
+from specroll.real_backend._tokenizer import Tokenizer, load_tokenizer
+from specroll.real_backend._toy import ToyLM, ToyTokenizer
+from specroll.real_backend._workload import (
     Prompt,
     RolloutRequest,
     arithmetic_prompts,

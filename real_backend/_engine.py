@@ -34,11 +34,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from policies import Feedback, Policy, PolicyState, tree_conf, update_accept_ema
-from real_backend._lossy import AcceptRule, Verify
-from real_backend._tree import accept_tree, build_tree, move_accepted_kv
-from real_backend._workload import RolloutRequest
+from specroll.policies import Feedback, Policy, PolicyState, tree_conf, update_accept_ema
+from specroll.real_backend._lossy import AcceptRule, Verify
+from specroll.real_backend._tree import accept_tree, build_tree, move_accepted_kv
+from specroll.real_backend._workload import RolloutRequest
 
 
 @dataclass
@@ -100,7 +99,7 @@ class Engine:
                  forward: Callable[..., torch.Tensor] | None = None, accept: AcceptRule | None = None,
                  trees: bool | None = None) -> None:
         if sampler is None:
-            from real_backend._sampling import keyed_sample as sampler
+            from specroll.real_backend._sampling import keyed_sample as sampler
         self.model = model
         self.cache = cache
         self.max_batch = int(max_batch)

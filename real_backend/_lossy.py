@@ -32,10 +32,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from specroll.real_backend._sampling import keyed_uniform, top_p_mask
 
-from real_backend._sampling import keyed_uniform, top_p_mask
-from specroll.params import build_params, check_number
-from specroll.registry import Registry
+from specroll.core.params import build_params, check_number
+from specroll.core.registry import Registry
 
 ACCEPT_RULES: Registry[type[AcceptRule]] = Registry("accept rule")
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 SMOLLM = "smollm2-135m"
 # RoPE bases of the random-weight timing shapes (their published configs); timing does not depend on it.
@@ -46,7 +46,7 @@ class ModelConfig:
     @classmethod
     def from_shape(cls, name: str, **overrides: object) -> ModelConfig:
         """The config of a shape in calibration.MODEL_SHAPES (random-weight timing models)."""
-        from calibration import MODEL_SHAPES
+        from specroll.calibration import MODEL_SHAPES
 
         s = MODEL_SHAPES.get(name)
         theta = next((v for k, v in _ROPE_THETA.items() if name.startswith(k)), 10_000.0)
@@ -58,7 +58,7 @@ class ModelConfig:
 
     @property
     def shape(self):  # -> calibration.ModelShape
-        from calibration import ModelShape
+        from specroll.calibration import ModelShape
 
         return ModelShape(self.name, self.n_layers, self.d_model, self.n_heads, self.n_kv_heads,
                           self.head_dim, self.d_ff, self.vocab_size, self.tied_embeddings)
@@ -297,7 +297,7 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def model_names() -> list[str]:
-    from calibration import MODEL_SHAPES
+    from specroll.calibration import MODEL_SHAPES
 
     return list(MODEL_SHAPES.names())
 
@@ -306,7 +306,7 @@ def load_model(name: str = SMOLLM, device: str = "cpu", dtype: str = "float32",
                random_weights: bool = False, seed: int = 0, max_ctx: int | None = None) -> Transformer:
     """SmolLM2-135M-Instruct from its GGUF (trained weights), or any shape of calibration.MODEL_SHAPES
     with random weights (``random_weights=True``; for timing)."""
-    from calibration import MODEL_SHAPES
+    from specroll.calibration import MODEL_SHAPES
 
     if name not in MODEL_SHAPES.names():
         raise SpecrollError(f"unknown model '{name}'", field="model",
@@ -329,7 +329,7 @@ def load_model(name: str = SMOLLM, device: str = "cpu", dtype: str = "float32",
     if name != SMOLLM:
         raise SpecrollError(f"no trained weights ship for '{name}'", field="model",
                             fix=f"use {SMOLLM}, or random_weights=True for timing")
-    from real_backend._gguf import read_gguf
+    from specroll.real_backend._gguf import read_gguf
 
     meta, w = read_gguf()
     cfg = ModelConfig(name=SMOLLM, n_layers=meta["n_layers"], d_model=meta["d_model"],

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from specroll.errors import SpecrollError
-from specroll.registry import Registry
+from specroll.core.errors import SpecrollError
+from specroll.core.registry import Registry
 
 MODEL_DRAFTERS: Registry[type] = Registry("model drafter")
 _LOG2E = 1.0 / math.log(2.0)
@@ -144,7 +144,7 @@ def _now() -> float:
 
 def _sampling_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     """[n, V] the distribution the keyed sampler draws from (softmax(logits) at T = 0)."""
-    from real_backend._sampling import top_p_mask
+    from specroll.real_backend._sampling import top_p_mask
 
     scaled = logits.float() / (temperature if temperature > 0 else 1.0)
     if top_p < 1.0 and temperature > 0:

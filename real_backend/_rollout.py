@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from real_backend._engine import sample_kw
-from real_backend._lossy import make_accept_rule
-from real_backend._workload import (
+from specroll.real_backend._engine import sample_kw
+from specroll.real_backend._lossy import make_accept_rule
+from specroll.real_backend._workload import (
     Prompt,
     arithmetic_prompts,
     check_answer,
     load_prompts_file,
     step_requests,
 )
-from specroll.errors import SpecrollError
-from specroll.fileio import atomic_path, write_json
+
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import atomic_path, write_json
 
 TOY_MODEL = "toy"
 TOY_CTX = 4096  # the toy has no positional limit; a finite one exercises the cache check
@@ -112,7 +112,7 @@ class RolloutConfig:
                                 fix="pass --perturb >= 0")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise SpecrollError(f"unknown device '{self.device}'", field="device", fix="use cpu or cuda")
-        from real_backend._model_drafter import MODEL_DRAFTERS
+        from specroll.real_backend._model_drafter import MODEL_DRAFTERS
         rule = make_accept_rule(self.accept, **self.accept_params)
         if rule.draft_stop is not None and self.drafter not in MODEL_DRAFTERS:
             raise SpecrollError(f"accept rule '{self.accept}' needs a model drafter, got '{self.drafter}'",
@@ -133,8 +133,7 @@ class RolloutResult:
         """Write trace.parquet, iterations.parquet and summary.json into ``out`` (atomically)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
-
-        from traces import write_trace
+        from specroll.traces import write_trace
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -166,12 +165,12 @@ def load_backend(cfg: RolloutConfig) -> Backend:
     import torch
 
     if cfg.model == TOY_MODEL:
-        from real_backend._toy import ToyLM, ToyTokenizer
+        from specroll.real_backend._toy import ToyLM, ToyTokenizer
         model = ToyLM(seed=cfg.seed).to(cfg.device)
         return Backend(model, ToyTokenizer(), model.make_cache, TOY_CTX, "float32")
     check_model(cfg.model)
-    from real_backend._model import KVCache, load_model
-    from real_backend._tokenizer import load_tokenizer
+    from specroll.real_backend._model import KVCache, load_model
+    from specroll.real_backend._tokenizer import load_tokenizer
     dtype = cfg.dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise SpecrollError("CUDA is not available on this machine", field="device", fix="use --device cpu")
@@ -193,7 +192,7 @@ def _prompts(cfg: RolloutConfig) -> list[Prompt]:
 
 
 def _policy(cfg: RolloutConfig) -> Any:
-    from policies import load_policy_file, make_policy
+    from specroll.policies import load_policy_file, make_policy
     if cfg.policy_file:
         return load_policy_file(cfg.policy_file)
     return make_policy(cfg.policy, **cfg.params)
@@ -225,19 +224,19 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
     check_model(cfg.model)
     policy = _policy(cfg)
     prompts = _prompts(cfg)
-    from real_backend._engine import Engine
-    from real_backend._model_drafter import MODEL_DRAFTERS, make_model_drafter
-    from traces import Trace, TraceMeta
+    from specroll.real_backend._engine import Engine
+    from specroll.real_backend._model_drafter import MODEL_DRAFTERS, make_model_drafter
+    from specroll.traces import Trace, TraceMeta
     accept = make_accept_rule(cfg.accept, **cfg.accept_params)
     model_drafter = drafter is None and cfg.drafter in MODEL_DRAFTERS
     if drafter is None and cfg.drafter == NoDrafter.name:
         drafter = NoDrafter()
     elif drafter is None and not model_drafter:
-        from policies import make_drafter
+        from specroll.policies import make_drafter
         drafter = make_drafter(cfg.drafter, **cfg.drafter_params)
     if history is None:
         try:
-            from policies import LengthHistory
+            from specroll.policies import LengthHistory
             history = LengthHistory(window=cfg.length_window)
         except ImportError:  # policies without length history yet: predictions stay unknown (NaN)
             history = _NoHistory()
@@ -247,7 +246,7 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
     if model_drafter:  # drafts with the loaded model itself (e.g. its first layers)
         drafter = make_model_drafter(cfg.drafter, model, **cfg.drafter_params)
     kmax = int(drafter.kmax)
-    from real_backend._engine import supports_trees
+    from specroll.real_backend._engine import supports_trees
     width = int(getattr(drafter, "tree_width", 1)) if hasattr(drafter, "propose_tree") else 1
     if width > 1 and accept.is_lossy:
         raise SpecrollError(f"accept rule '{cfg.accept}' is lossy; tree drafters are verified exactly",
@@ -266,7 +265,7 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
     use_graphs = cfg.graphs if cfg.graphs is not None else cfg.device.startswith("cuda")
     forward = None
     if use_graphs and cfg.model != TOY_MODEL:
-        from real_backend._graphs import GraphPool
+        from specroll.real_backend._graphs import GraphPool
         # One extra slot: the graph pool's padding rows write their K/V into it (never a request's).
         cache = make_cache(n_slots + 1, max_ctx)
         forward = GraphPool(model, cache, max_batch=n_slots, max_q=kmax + 1)

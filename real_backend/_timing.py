@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from specroll.real_backend._model import KVCache, Transformer, load_model, torch_dtype
 
-from real_backend._model import KVCache, Transformer, load_model, torch_dtype
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 MODES = ("engine", "forward")
 
@@ -121,7 +121,7 @@ class TimingStep:
 
     # --- mode "engine": the engine's own iteration code ----------------------------------------
     def _make_engine(self) -> Any:
-        from real_backend._engine import Engine
+        from specroll.real_backend._engine import Engine
 
         forward = self.graphs if self.graphs is not None else None
         # No EOS (-1 is never a token) and no length cap within the cache: nothing retires mid-timing.
@@ -131,8 +131,8 @@ class TimingStep:
 
     @torch.inference_mode()
     def _run_engine(self, q: list[int], c: list[int]) -> float:
-        from real_backend._engine import _Active
-        from real_backend._workload import RolloutRequest
+        from specroll.real_backend._engine import _Active
+        from specroll.real_backend._workload import RolloutRequest
 
         if self._engine is None:
             self._engine = self._make_engine()
@@ -216,7 +216,7 @@ def make_timing_step(model: str = "smollm2-135m", device: str = "cpu", dtype: st
     cache = KVCache(m.cfg, max_batch + int(use_graphs), max_ctx, dev, torch_dtype(dtype))
     graphs = None
     if use_graphs:
-        from real_backend._graphs import GraphPool
+        from specroll.real_backend._graphs import GraphPool
 
         graphs = GraphPool(m, cache, max_batch=max_batch)
     return TimingStep(m, cache, dev, graphs, max_batch, temperature=temperature, top_p=top_p, mode=mode)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 _CONTROL = 3  # llama.cpp token type of control tokens
 
@@ -95,7 +95,7 @@ def load_tokenizer(name: str = "smollm2-135m") -> Tokenizer:
         raise SpecrollError(f"no tokenizer ships for model '{name}'", field="model",
                             fix="use smollm2-135m (other shapes are random-weight timing models)")
     if name not in _CACHE:
-        from real_backend._gguf import read_meta
+        from specroll.real_backend._gguf import read_meta
 
         _CACHE[name] = Tokenizer(read_meta())
     return _CACHE[name]

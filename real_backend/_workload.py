@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 # Why these instructions: SmolLM2-135M-Instruct answers such problems in a few dozen to a few
 # hundred tokens, with a long tail of rambling responses (DESIGN.md "Real models here").

@@ -7,7 +7,7 @@ Public surface: :class:`SimConfig`, :func:`simulate`, :func:`simulate_policies`,
 See docs/simulator.md.
 """
 
-from simulator._acceptance import (
+from specroll.simulator._acceptance import (
     ACCEPTANCE,
     AcceptanceSource,
     ParametricAcceptance,
@@ -16,15 +16,15 @@ from simulator._acceptance import (
     TraceAcceptance,
     make_acceptance,
 )
-from simulator._config import LossyConfig, PartialConfig, SimConfig
-from simulator._drafter_training import AdaptiveDrafterAcceptance
-from simulator._kernel import EngineSpec, StepKernel, StepOutcome
-from simulator._lossy import METHODS as LOSSY_METHODS
-from simulator._lossy import LossyAcceptance, LossyPositions
-from simulator._plan import PlanRow, fewest_engines, format_plan, plan
-from simulator._plots import batch_size_over_time, plot_batch_size
-from simulator._result import WALL_KEYS, SimResult
-from simulator._simulate import Simulator, simulate, simulate_policies
+from specroll.simulator._config import LossyConfig, PartialConfig, SimConfig
+from specroll.simulator._drafter_training import AdaptiveDrafterAcceptance
+from specroll.simulator._kernel import EngineSpec, StepKernel, StepOutcome
+from specroll.simulator._lossy import METHODS as LOSSY_METHODS
+from specroll.simulator._lossy import LossyAcceptance, LossyPositions
+from specroll.simulator._plan import PlanRow, fewest_engines, format_plan, plan
+from specroll.simulator._plots import batch_size_over_time, plot_batch_size
+from specroll.simulator._result import WALL_KEYS, SimResult
+from specroll.simulator._simulate import Simulator, simulate, simulate_policies
 
 __all__ = [
     "ACCEPTANCE",

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from specroll.errors import SpecrollError
-from specroll.registry import Registry
+from specroll.core.errors import SpecrollError
+from specroll.core.registry import Registry
 
 # Positions generated per chunk: keeps temporaries cache-sized and memory bounded at 4x scale.
 _CHUNK = 1 << 18
@@ -84,7 +84,7 @@ class StepAcceptance:
     """branches of the drafter's draft trees: drafting depth k verifies ``tree_width * k`` nodes
     (an upper bound when branches are shorter); ``match`` is then the best branch's."""
     lossy: Any = None
-    """simulator._lossy.LossyPositions when accepted tokens may differ from the target's (judge,
+    """specroll.simulator._lossy.LossyPositions when accepted tokens may differ from the target's (judge,
     entropy-adaptive, lenient SPEC-RL): counts them per iteration. None: lossless."""
     start_gen: np.ndarray | None = None
     """int64 per rollout: response tokens already there at admission (default 1: the prefill's

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specroll.errors import SpecrollError
-from specroll.fileio import read_toml
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import read_toml
 
 DISPATCH = ("round-robin", "least-loaded", "longest-predicted-first", "histopipe", "long-dedicated")
 
@@ -228,7 +228,7 @@ class SimConfig:
 
     def make_acceptance(self):
         """The acceptance source, with the [lossy] method on top when there is one."""
-        from simulator._acceptance import make_acceptance
+        from specroll.simulator._acceptance import make_acceptance
 
         src = make_acceptance(self.acceptance.source, self.acceptance.params, file=self.file)
         if self.lossy.method is None:
@@ -236,13 +236,13 @@ class SimConfig:
                 raise SpecrollError("lossy parameters without a method", file=self.file, field="lossy.method",
                                     fix='write method = "judge", "entropy" or "spec-rl"')
             return src
-        from simulator._lossy import LossyAcceptance
+        from specroll.simulator._lossy import LossyAcceptance
 
         return LossyAcceptance(src, self.lossy.method, file=self.file, **self.lossy.params)
 
     def load_profile(self):
         """The cost profile of model.profile, with the [drafter] table's drafter when there is one."""
-        from calibration import load_profile
+        from specroll.calibration import load_profile
 
         try:
             prof = load_profile(self.profile_name(), expect_model=self.model.name)
@@ -254,7 +254,7 @@ class SimConfig:
         return prof
 
     def make_policy(self):
-        from policies import make_policy
+        from specroll.policies import make_policy
 
         try:
             return make_policy(self.policy.name, **self.policy.params)

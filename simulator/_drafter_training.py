@@ -24,14 +24,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from simulator._acceptance import (
+from specroll.simulator._acceptance import (
     ACCEPTANCE,
     AcceptanceSource,
     ParametricAcceptance,
     StepAcceptance,
     StepRollouts,
 )
-from specroll.errors import SpecrollError
+
+from specroll.core.errors import SpecrollError
 
 
 @ACCEPTANCE.register("adaptive-drafter")

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from calibration import IterationBatch
-from policies import Feedback, Policy, PolicyState, update_accept_ema
-from simulator._acceptance import StepAcceptance, StepRollouts
-from simulator._window import has_fast_path, run_windowed
+from specroll.calibration import IterationBatch
+from specroll.policies import Feedback, Policy, PolicyState, update_accept_ema
+from specroll.simulator._acceptance import StepAcceptance, StepRollouts
+from specroll.simulator._window import has_fast_path, run_windowed
 
 # Rows of the request matrix. GEN, POS and CTX are adjacent: one in-place add advances all three.
 ENG, GID, GEN, POS, CTX, LEN, PLEN, LASTK, LASTACC = range(9)

@@ -36,8 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from simulator._acceptance import (
+from specroll.simulator._acceptance import (
     AcceptanceSource,
     StepAcceptance,
     StepRollouts,
@@ -46,7 +45,8 @@ from simulator._acceptance import (
     _to_unit,
     rollout_keys,
 )
-from specroll.errors import SpecrollError
+
+from specroll.core.errors import SpecrollError
 
 METHODS = ("judge", "entropy", "spec-rl")
 # Random streams of the lossy draws (the parametric source uses 1-3, 7 and 100+ for tree branches).

@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from simulator._acceptance import StepAcceptance, StepRollouts
-from simulator._lossy import LossyPositions
+from specroll.simulator._acceptance import StepAcceptance, StepRollouts
+from specroll.simulator._lossy import LossyPositions
 
 _RO_FIELDS = ("prompt_id", "sample", "prompt_len", "response_len", "finished")
 

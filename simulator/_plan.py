@@ -12,10 +12,11 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator._config import SimConfig
-from simulator._simulate import Simulator
-from specroll.errors import SpecrollError
-from specroll.progress import say
+from specroll.simulator._config import SimConfig
+from specroll.simulator._simulate import Simulator
+
+from specroll.core.errors import SpecrollError
+from specroll.core.progress import say
 
 
 @dataclass
@@ -67,9 +68,9 @@ def plan(config: SimConfig, step_time: float, *, max_engines: int = 4096) -> lis
     """Fewest engines meeting ``step_time``, without speculation and with the config's policy."""
     if step_time <= 0:
         raise SpecrollError(f"step time must be > 0, got {step_time}", field="--step-time")
-    from calibration import load_profile
-    from policies import make_policy
-    from simulator._workload import load_trace
+    from specroll.calibration import load_profile
+    from specroll.policies import make_policy
+    from specroll.simulator._workload import load_trace
 
     profile = load_profile(config.profile_name(), expect_model=config.model.name)
     trace = load_trace(config)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from specroll.fileio import atomic_path
+from specroll.core.fileio import atomic_path
 
 
 def batch_size_over_time(config: Any, policies: list[Any], *, step: int | None = None,
@@ -17,7 +17,7 @@ def batch_size_over_time(config: Any, policies: list[Any], *, step: int | None =
 
     All policies run on one :class:`Simulator` (same trace and acceptance draws).
     """
-    from simulator._simulate import Simulator
+    from specroll.simulator._simulate import Simulator
 
     sim = Simulator(config)
     out: dict[str, dict[str, np.ndarray]] = {}

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from specroll.fileio import atomic_path, write_json
+from specroll.core.fileio import atomic_path, write_json
 
 # Summary keys that depend on the machine's speed; tests drop them to compare runs bit for bit.
 WALL_KEYS = ("wall_s", "acceptance_wall_s", "kernel_wall_s", "tokens_per_wall_s")

@@ -15,20 +15,19 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from specroll.simulator._acceptance import StepAcceptance
+from specroll.simulator._config import SimConfig
+from specroll.simulator._kernel import EngineSpec, StepKernel, StepOutcome
+from specroll.simulator._partial import FreshQueue, carry_over, merge_step
+from specroll.simulator._result import SimResult
+from specroll.simulator._workload import dispatch, load_trace, split_steps
 
-from simulator._acceptance import StepAcceptance
-from simulator._config import SimConfig
-from simulator._kernel import EngineSpec, StepKernel, StepOutcome
-from simulator._partial import FreshQueue, carry_over, merge_step
-from simulator._result import SimResult
-from simulator._workload import dispatch, load_trace, split_steps
-from specroll.errors import SpecrollError
-from specroll.progress import progress
+from specroll.core.errors import SpecrollError
+from specroll.core.progress import progress
 
 
 def _length_history(window: int):
-    import policies
-
+    from specroll import policies
     cls = getattr(policies, "LengthHistory", None)
     return None if cls is None else cls(window=window)
 
@@ -86,7 +85,7 @@ class Simulator:
         tc = self.config.train
         if not tc.enabled:
             return 0.0, 0.0
-        from calibration import get_shape
+        from specroll.calibration import get_shape
 
         shape = get_shape(tc.model or self.config.model.name)
         gpus = tc.gpus or self.config.cluster.engines * self.config.cluster.tp

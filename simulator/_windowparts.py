@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from calibration import IterationBatch
+from specroll.calibration import IterationBatch
 
 # Window lengths tried, and rough costs (seconds) of a window (fixed and per request), of one chased
 # iteration and of one chased request-iteration. They only steer the choice of W (speed), never results.

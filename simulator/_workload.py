@@ -21,16 +21,15 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
+from specroll.simulator._acceptance import StepRollouts
+from specroll.simulator._config import SimConfig
 
-from simulator._acceptance import StepRollouts
-from simulator._config import SimConfig
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 def load_trace(config: SimConfig):
     """The config's trace: read from its file or synthesized from its preset."""
-    import traces
-
+    from specroll import traces
     w = config.workload
     if w.trace is not None:
         tr = traces.read_trace(config.trace_path())

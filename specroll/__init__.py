@@ -1,7 +1,7 @@
 """specroll: simulate, tune and validate speculative decoding for RL rollouts.
 
 The small public API is re-exported lazily (so `import specroll` stays cheap and the packages
-can import :mod:`specroll.errors` without a cycle):
+can import :mod:`specroll.core` without a cycle):
 
 - ``specroll.read_trace`` / ``write_trace`` / ``synthesize``  (traces)
 - ``specroll.make_policy`` / ``load_policy_file``             (policies)
@@ -14,19 +14,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from specroll.errors import SpecrollError
-
-__version__ = "0.1.0"
+from specroll.core import __version__
+from specroll.core.errors import SpecrollError
 
 _LAZY = {
-    "read_trace": "traces",
-    "write_trace": "traces",
-    "synthesize": "traces",
-    "make_policy": "policies",
-    "load_policy_file": "policies",
-    "load_profile": "calibration",
-    "whatif_profile": "calibration",
-    "simulate": "simulator",
+    "read_trace": "specroll.traces",
+    "write_trace": "specroll.traces",
+    "synthesize": "specroll.traces",
+    "make_policy": "specroll.policies",
+    "load_policy_file": "specroll.policies",
+    "load_profile": "specroll.calibration",
+    "whatif_profile": "specroll.calibration",
+    "simulate": "specroll.simulator",
 }
 
 __all__ = ["SpecrollError", "__version__", *_LAZY]

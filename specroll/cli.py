@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from specroll import commands
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,14 +3,20 @@
 See traces/README.md for the schema and the presets.
 """
 
-from traces import _presets  # noqa: F401  (registers the named presets)
-from traces._io import TraceWriter, read_meta, read_trace, write_trace
-from traces._jsonl import JsonlFields, import_jsonl
-from traces._plot import plot_trace
-from traces._schema import SCHEMA_VERSION, TraceMeta
-from traces._servegen import LengthPMF, load_servegen_pmf, read_pooled_csv, servegen_preset
-from traces._stats import format_stats, intraclass_correlation, rank_stability, top_share, trace_stats
-from traces._synth import (
+from specroll.traces import _presets  # noqa: F401  (registers the named presets)
+from specroll.traces._io import TraceWriter, read_meta, read_trace, write_trace
+from specroll.traces._jsonl import JsonlFields, import_jsonl
+from specroll.traces._plot import plot_trace
+from specroll.traces._schema import SCHEMA_VERSION, TraceMeta
+from specroll.traces._servegen import LengthPMF, load_servegen_pmf, read_pooled_csv, servegen_preset
+from specroll.traces._stats import (
+    format_stats,
+    intraclass_correlation,
+    rank_stability,
+    top_share,
+    trace_stats,
+)
+from specroll.traces._synth import (
     PRESETS,
     SynthPreset,
     get_preset,
@@ -19,7 +25,7 @@ from traces._synth import (
     synthesize_to_file,
     with_overrides,
 )
-from traces._trace import Trace
+from specroll.traces._trace import Trace
 
 __all__ = [
     "JsonlFields",

@@ -15,10 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from specroll.errors import SpecrollError
-from specroll.fileio import atomic_path
-from traces._schema import (
+from specroll.traces._schema import (
     META_KEY,
     REQUIRED_COLUMNS,
     TraceMeta,
@@ -26,7 +23,10 @@ from traces._schema import (
     check_unique_keys,
     validate_table,
 )
-from traces._trace import Trace
+from specroll.traces._trace import Trace
+
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import atomic_path
 
 # Fixed writer options: part of the file format's determinism.
 _WRITE_OPTS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "write_statistics": True,

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from specroll.traces._schema import TraceMeta
+from specroll.traces._trace import Trace
 
-from specroll.errors import SpecrollError
-from traces._schema import TraceMeta
-from traces._trace import Trace
+from specroll.core.errors import SpecrollError
 
 
 @dataclass
@@ -45,7 +45,7 @@ def _stable_id(value: Any) -> int:
 
 def _load_tokenizer(name: str | None) -> Callable[[str], list[int]]:
     try:
-        from real_backend import load_tokenizer
+        from specroll.real_backend import load_tokenizer
     except ImportError:
         raise SpecrollError("tokenizing needs real_backend.load_tokenizer, which is not available",
                             field="--tokenize", fix="import a dump that has a response-length field "

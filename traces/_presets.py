@@ -32,7 +32,7 @@ preset are in traces/README.md (``specroll trace stats``).
 
 from __future__ import annotations
 
-from traces._synth import PRESETS, SynthPreset
+from specroll.traces._synth import PRESETS, SynthPreset
 
 MATH_16K = SynthPreset(
     name="math-16k",

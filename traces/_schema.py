@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 SCHEMA_VERSION = 1
 META_KEY = b"specroll"

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from traces._trace import Trace
+from specroll.traces._trace import Trace
 
 QUANTILES = (50, 75, 90, 99)
 

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from specroll.traces._io import TraceWriter
+from specroll.traces._schema import TraceMeta
+from specroll.traces._trace import Trace
 
-from specroll.errors import SpecrollError
-from specroll.registry import Registry
-from traces._io import TraceWriter
-from traces._schema import TraceMeta
-from traces._trace import Trace
+from specroll.core.errors import SpecrollError
+from specroll.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def get_preset(preset: str | SynthPreset) -> SynthPreset:
     if isinstance(preset, SynthPreset):
         return preset
     if preset == "servegen-r1":
-        from traces._servegen import servegen_preset
+        from specroll.traces._servegen import servegen_preset
 
         return servegen_preset()
     if preset not in PRESETS:

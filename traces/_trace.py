@@ -14,9 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from specroll.errors import SpecrollError
-from traces._schema import (
+from specroll.traces._schema import (
     DRAFTER_PREFIXES,
     REQUIRED_COLUMNS,
     TraceMeta,
@@ -26,6 +24,8 @@ from traces._schema import (
     list_element_type,
     validate_table,
 )
+
+from specroll.core.errors import SpecrollError
 
 
 def _as_list_array(name: str, values: np.ndarray, offsets: np.ndarray) -> pa.Array:

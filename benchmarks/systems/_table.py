@@ -31,8 +31,9 @@ def _load() -> str:
 
 
 def run_table(scenarios: Any, config: str, scale: float = 1.0, only: str = "") -> list[dict[str, Any]]:
-    from simulator import SimConfig, Simulator
-    from specroll.fileio import read_toml
+    from specroll.simulator import SimConfig, Simulator
+
+    from specroll.core.fileio import read_toml
 
     os.environ.setdefault("SPECROLL_PROGRESS", "0")
     base = read_toml(config)

@@ -55,7 +55,7 @@ def _parametric(alpha: float, kmax: int, tree_width: int = 1) -> dict[str, Any]:
 
 
 def _target_layers(base: dict[str, Any]) -> int:
-    from calibration import MODEL_SHAPES
+    from specroll.calibration import MODEL_SHAPES
 
     return int(MODEL_SHAPES.get(base.get("model", {}).get("name", "qwen2.5-7b")).n_layers)
 

@@ -54,8 +54,8 @@ def alpha_for_mean(mean: float, k: int, width: int = 1) -> float:
 
 
 def match_table(trace_path: Path, k: int, drafters: list[str], kmatch: int = 8) -> list[dict]:
-    from policies import compute_match_lengths
-    from traces import read_trace
+    from specroll.policies import compute_match_lengths
+    from specroll.traces import read_trace
 
     trace = read_trace(trace_path)
     steps = trace.column("step")
@@ -92,8 +92,7 @@ def tokens_of(res) -> list:
 
 def real_runs(part: str, args) -> list[dict]:
     import torch
-
-    from real_backend import RolloutConfig, load_backend, rollout
+    from specroll.real_backend import RolloutConfig, load_backend, rollout
 
     if args.threads:
         torch.set_num_threads(args.threads)

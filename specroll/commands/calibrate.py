@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration._calibrate import (
+    from specroll.calibration._calibrate import (
         calibrate,
         fit_rows,
         measurements_path,
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if args.show:
-        from calibration import load_profile
+        from specroll.calibration import load_profile
         _summary(load_profile(args.show))
         return 0
     if not args.out:

@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from policies import policy_from_dict, vllm_config
-    from specroll.fileio import read_json, write_json
+    from specroll.core.fileio import read_json, write_json
+    from specroll.policies import policy_from_dict, vllm_config
 
     spec = read_json(args.policy_file)
     policy = policy_from_dict(spec, file=args.policy_file)

@@ -28,6 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from analysis._mainjob import main_entry
+    from specroll.analysis._mainjob import main_entry
 
     return main_entry(args.out, args.config, args.skip)

@@ -26,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from simulator import format_plan, plan
     from specroll.commands.simulate import load_config
-    from specroll.fileio import write_json
+    from specroll.core.fileio import write_json
+    from specroll.simulator import format_plan, plan
 
     cfg = load_config(args)
     rows = plan(cfg, args.step_time, max_engines=args.max_engines)

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import sys
 
-    from analysis import build_report
+    from specroll.analysis import build_report
 
     res = build_report(args.dir, args.out)
     width = max([len(r.name) for r in res.runs] + [3])

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -59,8 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from real_backend._rollout import RolloutConfig, rollout
-    from specroll.progress import progress, say
+    from specroll.core.progress import progress, say
+    from specroll.real_backend._rollout import RolloutConfig, rollout
 
     if args.threads:
         import torch

@@ -35,12 +35,12 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
 
 def load_config(args: argparse.Namespace) -> Any:
     """The config with the command line's policy and seed overrides applied (validated)."""
-    from simulator import SimConfig
     from specroll.commands.trace import parse_params
+    from specroll.simulator import SimConfig
 
     cfg = SimConfig.from_toml(args.config)
     if args.policy_file:
-        from policies import load_policy_file
+        from specroll.policies import load_policy_file
 
         spec = load_policy_file(args.policy_file).to_dict()
         cfg.policy.name, cfg.policy.params = spec["policy"], dict(spec["params"])
@@ -57,7 +57,7 @@ def load_config(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from simulator import simulate
+    from specroll.simulator import simulate
 
     cfg = load_config(args)
     result = simulate(cfg)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,8 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     import os
 
-    from specroll.progress import progress, say
-    from traces import get_preset, read_meta, synthesize_to_file
+    from specroll.core.progress import progress, say
+    from specroll.traces import get_preset, read_meta, synthesize_to_file
 
     if args.data is not None:
         os.environ["SPECROLL_SERVEGEN_DIR"] = args.data
@@ -114,8 +114,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from specroll.fileio import write_json
-    from traces import format_stats, read_trace, trace_stats
+    from specroll.core.fileio import write_json
+    from specroll.traces import format_stats, read_trace, trace_stats
 
     trace = read_trace(args.trace)
     stats = trace_stats(trace)
@@ -128,7 +128,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from traces import plot_trace, read_trace
+    from specroll.traces import plot_trace, read_trace
 
     trace = read_trace(args.trace)
     for path in plot_trace(trace, args.out):
@@ -137,8 +137,14 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _import_servegen(args: argparse.Namespace) -> int:
-    from specroll.progress import say
-    from traces import load_servegen_pmf, read_trace, servegen_preset, synthesize_to_file, trace_stats
+    from specroll.core.progress import say
+    from specroll.traces import (
+        load_servegen_pmf,
+        read_trace,
+        servegen_preset,
+        synthesize_to_file,
+        trace_stats,
+    )
 
     say("reading ServeGen distributions")
     preset = servegen_preset(args.data)
@@ -154,7 +160,7 @@ def _import_servegen(args: argparse.Namespace) -> int:
 
 
 def _import_jsonl(args: argparse.Namespace) -> int:
-    from traces import JsonlFields, import_jsonl, write_trace
+    from specroll.traces import JsonlFields, import_jsonl, write_trace
 
     fields = JsonlFields(step=args.step_field, group=args.group_field, prompt=args.prompt_field,
                          prompt_id=args.prompt_id_field, response=args.response_field,
@@ -170,11 +176,11 @@ def _import_jsonl(args: argparse.Namespace) -> int:
 
 
 def _match(args: argparse.Namespace) -> int:
-    from specroll.progress import say
-    from traces import read_trace, write_trace
+    from specroll.core.progress import say
+    from specroll.traces import read_trace, write_trace
 
     try:
-        from policies import compute_match_lengths
+        from specroll.policies import compute_match_lengths
     except ImportError:
         raise SpecrollError("policies.compute_match_lengths is not available in this install",
                             field="--drafter",
@@ -198,7 +204,7 @@ def _match(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from traces import read_trace
+    from specroll.traces import read_trace
 
     trace = read_trace(args.trace)
     print(f"{args.trace}: valid trace, schema version {trace.meta.schema_version}")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 _TUNE_KEYS = ("seeds", "traces", "steps", "family", "trials", "params")
 
@@ -66,9 +66,9 @@ class TuneSetup:
 
     def build(self) -> None:
         """Load each (trace, seed) Simulator once; share the profile, and the trace across seeds."""
-        from simulator import Simulator
-        from simulator._workload import load_trace
-        from specroll.progress import progress
+        from specroll.core.progress import progress
+        from specroll.simulator import Simulator
+        from specroll.simulator._workload import load_trace
 
         profile = None
         traces: dict[str, Any] = {}
@@ -86,7 +86,7 @@ class TuneSetup:
 
     def evaluate(self, policy: Any) -> list[dict[str, float]]:
         """Per simulator: makespan_s (all steps, incl. training) and rollout_s, of a fresh copy of policy."""
-        from policies import policy_from_dict
+        from specroll.policies import policy_from_dict
 
         out = []
         for sim in self.simulators:
@@ -102,8 +102,8 @@ class TuneSetup:
 
 def load_tune_config(path: str | Path, *, seeds: list[int] | None = None) -> TuneSetup:
     """Read CONFIG.toml, strip its [tune] table and build one SimConfig per (trace, seed)."""
-    from simulator import SimConfig
-    from specroll.fileio import read_toml
+    from specroll.core.fileio import read_toml
+    from specroll.simulator import SimConfig
 
     raw = read_toml(path)
     tune_tbl = raw.pop("tune", {})
@@ -146,7 +146,7 @@ def _workload_variant(base: dict[str, Any], entry: Any, path: Path, where: str) 
     """The config's [workload] with its source replaced by one [tune].traces entry."""
     if entry is None:
         return base
-    from traces import PRESETS
+    from specroll.traces import PRESETS
 
     rest = {k: v for k, v in base.items() if k not in ("trace", "preset")}
     if isinstance(entry, str):
@@ -172,11 +172,11 @@ def _pins(family: str, setup: TuneSetup, cli: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from policies import POLICIES, make_policy
-    from policies._tuner import search_space, tune
     from specroll.commands.trace import parse_params
-    from specroll.fileio import write_json
-    from specroll.progress import say
+    from specroll.core.fileio import write_json
+    from specroll.core.progress import say
+    from specroll.policies import POLICIES, make_policy
+    from specroll.policies._tuner import search_space, tune
 
     setup = load_tune_config(args.config)
     family = args.family or setup.options.get("family")
@@ -206,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
     runs = [{"label": lab, "best": b, "defaults": d, "ar": a}
             for lab, b, d, a in zip(setup.labels, best_runs, base["defaults"], base["ar"], strict=True)]
     summary_path = Path(args.out) / "tune_summary.json"
-    from specroll.fileio import read_json
+    from specroll.core.fileio import read_json
 
     summary = read_json(summary_path)
     summary.update({

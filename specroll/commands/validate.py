@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from analysis import ValidateConfig, format_summary, validate
-    from analysis._validate import PolicySpec
+    from specroll.analysis import ValidateConfig, format_summary, validate
+    from specroll.analysis._validate import PolicySpec
 
     cfg = ValidateConfig.from_toml(args.config)
     for i, f in enumerate(args.policy_file):

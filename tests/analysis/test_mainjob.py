@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from specroll.analysis._mainjob import DEFAULTS, format_main, load_main_config, run_main, write_toml
 
-from analysis._mainjob import DEFAULTS, format_main, load_main_config, run_main, write_toml
-from specroll.errors import SpecrollError
-from specroll.fileio import read_toml
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import read_toml
 
 
 def test_defaults_without_a_file_and_merge_one_level(tmp_path):
@@ -59,7 +59,7 @@ def test_small_main_job_writes_summary_table_and_logs(tmp_path):
 
 
 def test_stage_logs_keep_status_lines_and_drop_progress_bars():
-    from analysis._mainjob import _log_text
+    from specroll.analysis._mainjob import _log_text
 
     screen = ("tune das: 2 simulation(s) per trial\n"
               "simulate das: 2step [00:00]\x1b[A\n"            # a nested bar's line
@@ -73,7 +73,7 @@ def test_stage_logs_keep_status_lines_and_drop_progress_bars():
 def test_stage_output_is_echoed_and_bars_follow_the_terminal():
     import io
 
-    from analysis._mainjob import _Tee
+    from specroll.analysis._mainjob import _Tee
 
     class Term(io.StringIO):
         def isatty(self) -> bool:

@@ -9,11 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
+from specroll.analysis import build_report, discover, report
+from specroll.analysis._sections_tune import rank_importance
 
-from analysis import build_report, discover, report
-from analysis._sections_tune import rank_importance
 from specroll.cli import main
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 from tests.analysis.conftest import write_validate_fixture
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -231,7 +231,7 @@ def test_a_trace_file_alone(outputs, tmp_path):
     res = build_report(outputs / "traces" / "t.parquet", tmp_path / "rep")
     assert [r.kind for r in res.runs] == ["trace"]
     assert {p.name for p in res.pngs} == {"t_lengths_hist.png", "t_lengths_by_step.png"}
-    from traces import read_trace, trace_stats
+    from specroll.traces import read_trace, trace_stats
     st = trace_stats(read_trace(outputs / "traces" / "t.parquet"))
     assert f"{st['count']:,} ({st['prompts']:,} prompts x {st['steps']} steps)" in res.index.read_text()
 
@@ -243,7 +243,7 @@ def test_same_outputs_give_the_same_page(outputs, tmp_path):
 
 
 def test_short_names_drop_the_shared_folder():
-    from analysis._sections import short_names
+    from specroll.analysis._sections import short_names
     assert short_names(["sim/das", "sim/ar"]) == ["das", "ar"]
     assert short_names(["a/x", "b/x"]) == ["a/x", "b/x"]
     assert short_names(["sim/ar"]) == ["ar"]
@@ -251,8 +251,9 @@ def test_short_names_drop_the_shared_folder():
 
 
 def test_comparisons_only_within_one_workload(outputs, tmp_path):
-    from policies import make_policy
-    from simulator import SimConfig, Simulator
+    from specroll.policies import make_policy
+    from specroll.simulator import SimConfig, Simulator
+
     from tests.analysis.conftest import SMALL
 
     root = tmp_path / "runs"

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from specroll.analysis import ValidateConfig, error_terms, validate
+from specroll.calibration import load_profile
 
-import policies
-from analysis import ValidateConfig, error_terms, validate
-from calibration import load_profile
+from specroll import policies
 from specroll.cli import main
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 needs_drafters = pytest.mark.skipif(not hasattr(policies, "compute_match_lengths"),
                                     reason="drafters not landed in policies yet")
@@ -99,7 +99,7 @@ def test_cli_bad_config_exits_2_without_traceback(tmp_path, capsys):
 
 def test_datasheet_profile_is_refused(tmp_path):
     cfg = toy_config(profile="h100-sxm:smollm2-135m")
-    from analysis._validate import _profile
+    from specroll.analysis._validate import _profile
 
     cfg.workload["model"] = "smollm2-135m"
     with pytest.raises(SpecrollError, match="datasheet"):

@@ -7,12 +7,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-
-import calibration._calibrate as cal_mod
-from calibration import CostProfile, IterationBatch, get_shape, load_profile
-from calibration._costmodel import forward_time, make_consts
-from calibration._devices import DeviceSpec
-from calibration._measure import (
+import specroll.calibration._calibrate as cal_mod
+from specroll.calibration import CostProfile, IterationBatch, get_shape, load_profile
+from specroll.calibration._costmodel import forward_time, make_consts
+from specroll.calibration._devices import DeviceSpec
+from specroll.calibration._measure import (
     CPU_GRID,
     CUDA_GRID,
     CUDA_QUICK,
@@ -20,6 +19,7 @@ from calibration._measure import (
     datasheet_for_cuda_name,
     measure_peaks,
 )
+
 from specroll.cli import main
 
 TRUE = {"t_fixed": 2e-3, "t_request": 1e-4, "t_token": 2e-5, "e_bw": 0.5, "e_f": 0.3, "e_attn": 0.08,
@@ -165,7 +165,7 @@ class ListDrafter:
 
 
 def test_drafter_cost_measured_and_charged_only_when_drafting() -> None:
-    from calibration._drafter_cost import measure_drafter_cost
+    from specroll.calibration._drafter_cost import measure_drafter_cost
 
     cost = measure_drafter_cost(ListDrafter(), n_prompts=4, samples=2, length=128)
     assert cost["calls"] > 100 and 0 < cost["mean_proposal"] <= 8

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from calibration import IterationBatch, get_shape
-from calibration._costmodel import forward_time, make_consts
-from calibration._devices import DeviceSpec
-from calibration._fit import FEATURES, fit_profile_coefficients
+from specroll.calibration import IterationBatch, get_shape
+from specroll.calibration._costmodel import forward_time, make_consts
+from specroll.calibration._devices import DeviceSpec
+from specroll.calibration._fit import FEATURES, fit_profile_coefficients
 
 TRUE = {"t_fixed": 3e-3, "t_request": 2e-4, "t_token": 5e-5, "e_bw": 0.6, "e_f": 0.25, "e_attn": 0.05,
         "p": 3.0, "a": 0.3, "b": 0.7}

@@ -8,8 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-
-from calibration import (
+from specroll.calibration import (
     DEVICES,
     MODEL_SHAPES,
     CostProfile,
@@ -18,8 +17,9 @@ from calibration import (
     load_profile,
     whatif_profile,
 )
-from calibration._whatif import PROFILES_DIR
-from specroll.errors import SpecrollError
+from specroll.calibration._whatif import PROFILES_DIR
+
+from specroll.core.errors import SpecrollError
 
 WHATIF_MODELS = ["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b",
                  "llama-3.1-8b", "llama-3.1-70b", "deepseek-r1-distill-qwen-7b"]
@@ -190,7 +190,7 @@ def test_out_of_range_warns_once() -> None:
 
 
 def test_whatif_takes_coefficients_only_from_a_measured_profile_of_the_same_kind(monkeypatch) -> None:
-    import calibration._whatif as W
+    import specroll.calibration._whatif as W
 
     cpu = load_profile("cpu:smollm2-135m")
     monkeypatch.setattr(W, "measured_profiles", lambda: (cpu,))

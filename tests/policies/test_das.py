@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from specroll.policies import das_optimal_k, make_policy
+from specroll.policies._das import makespan_factor
+from specroll.policies._history import LONG, MEDIUM, SHORT
 
-from policies import das_optimal_k, make_policy
-from policies._das import makespan_factor
-from policies._history import LONG, MEDIUM, SHORT
 from tests.policies.test_families import state
 
 
@@ -85,7 +85,7 @@ def _random_state(rng, n=400, engines=6, kmax=8, max_len=1000):
 
 @pytest.mark.parametrize("fracs", [(0.5, 0.125), (0.3, 0.3), (0.2, 0.6), (0.9, 0.0)])
 def test_length_class_matches_the_reference(fracs):
-    from policies._history import length_class
+    from specroll.policies._history import length_class
 
     rng = np.random.default_rng(1)
     pred = rng.uniform(0, 1200, 3000)
@@ -104,7 +104,7 @@ PARAMS = [{}, {"growth": 1.0, "k_long": 8, "full_batch": 64}, {"mode": "closed_f
 def test_decision_holds_until_the_horizon(params):
     # The simulator's windowed kernel contract: the same decision for any generated' in [generated,
     # horizon) elementwise (engine sets unchanged), and a class change exactly at the horizon.
-    from policies._history import length_class
+    from specroll.policies._history import length_class
 
     p = make_policy("das", **params)
     rng = np.random.default_rng(7)
@@ -126,7 +126,7 @@ def test_decision_holds_until_the_horizon(params):
 
 def _das_reference(p, s):
     """DASPolicy.decide as first written (per-request where()s, np.isin), kept to pin the faster one."""
-    from policies._alloc import serve_quota
+    from specroll.policies._alloc import serve_quota
 
     p = p.params
     k_max = min(int(p.k_max), s.kmax)
@@ -159,7 +159,7 @@ def test_decide_matches_the_reference(params):
 
 
 def test_class_horizon_when_long_overrides_short():
-    from policies._history import class_horizon, length_class
+    from specroll.policies._history import class_horizon, length_class
 
     pred = np.array([100.0, 100.0, np.nan, 700.0])
     gen = np.array([0, 150, 0, 0])

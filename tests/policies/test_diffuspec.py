@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from specroll.policies import POLICIES, DiffuSpecPolicy, Feedback, make_policy
+from specroll.policies._tuner import search_space
 
-from policies import POLICIES, DiffuSpecPolicy, Feedback, make_policy
-from policies._tuner import search_space
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 from .test_families import state
 

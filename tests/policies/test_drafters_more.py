@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from policies import (
+from specroll.policies import (
     DRAFTERS,
     OmniDrafter,
     PrevRolloutDrafter,
@@ -17,10 +16,11 @@ from policies import (
     tree_conf,
     tree_match,
 )
+from specroll.traces import read_trace, write_trace
+
 from specroll.cli import main
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 from tests.policies.test_match import small_trace
-from traces import read_trace, write_trace
 
 # ---- brute-force reference: counts over the content, the documented back-off walk -------------------
 

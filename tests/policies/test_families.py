@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from specroll.policies import PolicyState, make_policy
 
-from policies import PolicyState, make_policy
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 def state(engine, kmax=8, conf=None, **kw):

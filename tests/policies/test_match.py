@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from specroll.policies import compute_match_lengths
+from specroll.traces import Trace, TraceMeta, read_trace, write_trace
 
-from policies import compute_match_lengths
 from specroll.cli import main
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 from tests.policies.test_drafters import naive_ngram, naive_suffix
-from traces import Trace, TraceMeta, read_trace, write_trace
 
 
 def small_trace(seed: int = 0, steps: int = 3, prompts: int = 2, samples: int = 3, vocab: int = 4,

@@ -4,8 +4,7 @@ import zlib
 
 import numpy as np
 import pytest
-
-from policies import POLICIES, Feedback, PolicyState, make_policy
+from specroll.policies import POLICIES, Feedback, PolicyState, make_policy
 
 
 def random_state(rng, n_engines, kmax, with_conf, with_match=True):

@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 import pytest
+from specroll.policies import POLICIES, Policy, load_policy_file, register_policy
+from specroll.policies._tuner import search_space, tunable, tune
 
-from policies import POLICIES, Policy, load_policy_file, register_policy
-from policies._tuner import search_space, tunable, tune
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 def _ensure_toy_family():
@@ -82,8 +82,8 @@ def test_family_without_tunables_and_bad_storage_are_clear(tmp_path):
 _SCRIPT = textwrap.dedent("""
     import dataclasses, sys, time
     import numpy as np
-    from policies import Policy, register_policy
-    from policies._tuner import tune, tunable
+    from specroll.policies import Policy, register_policy
+    from specroll.policies._tuner import tune, tunable
 
     @register_policy("toy-slow")
     class Toy(Policy):
@@ -173,7 +173,7 @@ def test_workers_opening_a_new_sqlite_study_at_once_all_succeed(tmp_path):
     opens it (the schema creation's losers retry), and the study they share is one."""
     import threading
 
-    from policies._tuner import make_storage
+    from specroll.policies._tuner import make_storage
 
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     gate = threading.Barrier(6)

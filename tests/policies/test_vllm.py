@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from specroll.policies import POLICIES, make_policy, vllm_config
+from specroll.policies._vllm import batch_schedule
 
-from policies import POLICIES, make_policy, vllm_config
-from policies._vllm import batch_schedule
 from specroll.cli import main
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 # Option names of vLLM's SpeculativeConfig (vllm/config/speculative.py) that the export may use.
 VLLM_KEYS = {"method", "num_speculative_tokens", "num_speculative_tokens_per_batch_size",
@@ -70,7 +70,7 @@ def test_das_schedule_follows_the_long_budget_per_batch_size():
 
 
 def test_das_closed_form_and_quota_are_batch_dependent_too():
-    from policies import das_optimal_k
+    from specroll.policies import das_optimal_k
 
     pol = make_policy("das", mode="closed_form", alpha=0.8, token_quota=512)
     cfg = vllm_config(pol, max_batch=256).config

@@ -9,12 +9,12 @@ speculative policy; the sweeps over every registered family are marked slow.
 from __future__ import annotations
 
 import pytest
+from specroll.policies import make_policy
+from specroll.real_backend import Engine, RolloutConfig, arithmetic_prompts, load_backend, rollout
+from specroll.real_backend._workload import step_requests
 
-import policies
-from policies import make_policy
-from real_backend import Engine, RolloutConfig, arithmetic_prompts, load_backend, rollout
-from real_backend._workload import step_requests
-from specroll.errors import SpecrollError
+from specroll import policies
+from specroll.core.errors import SpecrollError
 from tests.real_backend.test_engine_toy import ScriptDrafter
 
 MAX_NEW = 24
@@ -42,7 +42,7 @@ def generate(smol, policy, drafter, temperature, n_prompts=2, samples=2, graphs=
     cache = smol.make_cache(3 + graphs, max(map(len, prompts)) + MAX_NEW + drafter.kmax + 1)
     forward = None
     if graphs:  # the CUDA-graph pool's bucketing and scratch-slot padding, run eagerly on the CPU
-        from real_backend._graphs import GraphPool
+        from specroll.real_backend._graphs import GraphPool
         forward = GraphPool(smol.model, cache, max_batch=3, max_q=drafter.kmax + 1)
     eng = Engine(smol.model, cache, max_batch=3, max_new_tokens=MAX_NEW, forward=forward,
                  eos_ids=[tok.eos_token_id, *smol.model.cfg.eos_ids], seed=9, temperature=temperature)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from policies import Policy, make_policy
-from real_backend._engine import Engine
-from real_backend._toy import ToyLM
-from real_backend._workload import RolloutRequest
+from specroll.policies import Policy, make_policy
+from specroll.real_backend._engine import Engine
+from specroll.real_backend._toy import ToyLM
+from specroll.real_backend._workload import RolloutRequest
 
 
 def hash_sampler(logits, seed, keys, positions, temperature, top_p):

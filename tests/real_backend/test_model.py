@@ -6,10 +6,10 @@ import os
 
 import pytest
 import torch
+from specroll.calibration import MODEL_SHAPES
+from specroll.real_backend import KVCache, ModelConfig, Transformer, load_model, load_tokenizer
 
-from calibration import MODEL_SHAPES
-from real_backend import KVCache, ModelConfig, Transformer, load_model, load_tokenizer
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 from .test_model_common import TINY, needs_gguf, tiny_model
 
@@ -104,7 +104,7 @@ def test_mixed_batch_equals_each_row_alone_and_padding_does_not_leak():
 @pytest.mark.parametrize("slots, mode", [([1, 2, 3], "view"), ([3, 1, 2], "spread"), ([4, 0, 2], "spread"),
                                          ([9, 0, 5], "gather")])
 def test_every_cache_read_plan_gives_the_same_logits(slots, mode):
-    from real_backend._model import _read_plan
+    from specroll.real_backend._model import _read_plan
 
     plan = _read_plan(torch.tensor(slots), 16)
     assert mode == ("gather" if not isinstance(plan.index[0], slice) else
@@ -168,9 +168,8 @@ def test_smollm2_loads_from_the_gguf_and_answers_sensibly():
 @pytest.mark.slow  # transformers dequantizes the GGUF itself: ~35 s
 def test_smollm2_logits_match_transformers_loading_the_same_gguf():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from specroll.real_backend import model_file
     from transformers import AutoModelForCausalLM
-
-    from real_backend import model_file
 
     path = model_file()
     hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,

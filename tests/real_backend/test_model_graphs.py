@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from real_backend import KVCache
-from real_backend._graphs import GraphKey, GraphPool, bucket_up, default_batch_buckets, default_ctx_buckets
+from specroll.real_backend import KVCache
+from specroll.real_backend._graphs import (
+    GraphKey,
+    GraphPool,
+    bucket_up,
+    default_batch_buckets,
+    default_ctx_buckets,
+)
 
 from .test_model_common import TINY, tiny_model
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from specroll.real_backend import RolloutConfig, rollout
 
-import policies
-from real_backend import RolloutConfig, rollout
+from specroll import policies
 from specroll.cli import main
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 from tests.real_backend.test_engine_toy import hash_sampler
 
 BASE = dict(model="toy", prompts=3, samples=2, steps=3, max_new_tokens=40, max_batch=4, seed=5,
@@ -73,7 +73,7 @@ def test_files_are_written_and_reproducible(tmp_path):
     timing = [c for c in ia if c.endswith("wall_s")]
     assert timing and {k: v for k, v in ia.items() if k not in timing} == {
         k: v for k, v in ib.items() if k not in timing}
-    from traces import read_trace
+    from specroll.traces import read_trace
     tr = read_trace(a / "trace.parquet")
     assert len(tr) == 8 and set(tr.column("step").tolist()) == {0, 1}
     lens = [len(t) for t in tr.table.column("token_ids").to_pylist()]
@@ -104,8 +104,8 @@ def test_empty_prompts_file(tmp_path):
 
 
 def test_perturbation_is_deterministic():
-    from real_backend._rollout import perturb_weights
-    from real_backend._toy import ToyLM
+    from specroll.real_backend._rollout import perturb_weights
+    from specroll.real_backend._toy import ToyLM
     a, b = ToyLM(), ToyLM()
     w0 = a.emb.detach().clone()
     perturb_weights(a, 0.01, seed=1, step=1)
@@ -158,11 +158,11 @@ class MeanHistory:
 def test_rollout_pipeline_with_test_doubles(tmp_path, monkeypatch):
     """The rollout plumbing (steps, history, trace, files) independent of the policies package."""
     try:
-        import real_backend._sampling  # noqa: F401
+        import specroll.real_backend._sampling  # noqa: F401
     except ImportError:  # engineer M's keyed sampler not landed: use the engine test's double
         import sys
         import types
-        monkeypatch.setitem(sys.modules, "real_backend._sampling",
+        monkeypatch.setitem(sys.modules, "specroll.real_backend._sampling",
                             types.SimpleNamespace(keyed_sample=hash_sampler))
     cfg = dict(BASE, drafter="prevstep", temperature=0.0)  # greedy: every step repeats step 0
     ar = rollout(RolloutConfig(**cfg, policy="ar"), drafter=PreviousStepDrafter(), history=MeanHistory())
@@ -177,7 +177,7 @@ def test_rollout_pipeline_with_test_doubles(tmp_path, monkeypatch):
     assert [s["tokens"] for s in steps] == [
         int(spec.trace.column("response_len")[spec.trace.column("step") == s].sum()) for s in range(3)]
     paths = spec.write(tmp_path)
-    from traces import read_trace
+    from specroll.traces import read_trace
     tr = read_trace(paths["trace"])
     assert tr.meta.model == "toy" and tr.meta.max_response_len == 40
     assert tr.table.column("prompt_token_ids").to_pylist() == spec.trace.table.column(

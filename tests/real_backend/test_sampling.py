@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-
-from real_backend._sampling import _ROW_CHUNK, keyed_sample, keyed_uniform, row_hash, top_p_mask
+from specroll.real_backend._sampling import _ROW_CHUNK, keyed_sample, keyed_uniform, row_hash, top_p_mask
 
 
 def _logits(b: int, q: int, v: int, seed: int = 0) -> torch.Tensor:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from specroll.calibration import MODEL_SHAPES
+from specroll.real_backend import make_timing_step
 
-from calibration import MODEL_SHAPES
-from real_backend import make_timing_step
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from specroll.real_backend import load_tokenizer
 
-from real_backend import load_tokenizer
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 from .test_model_common import needs_gguf
 
@@ -37,7 +37,7 @@ def tok():
 def hf_tok():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     transformers = pytest.importorskip("transformers")
-    from real_backend import model_file
+    from specroll.real_backend import model_file
 
     path = model_file()
     return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

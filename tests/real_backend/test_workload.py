@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from real_backend._workload import (
+from specroll.real_backend._workload import (
     arithmetic_prompts,
     check_answer,
     extract_final_number,
     load_prompts_file,
     step_requests,
 )
-from specroll.errors import SpecrollError
+
+from specroll.core.errors import SpecrollError
 
 
 def test_arithmetic_prompts_are_seeded_and_prefix_stable():

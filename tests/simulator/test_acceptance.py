@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from specroll.simulator import ParametricAcceptance, StepRollouts, TraceAcceptance
+from specroll.simulator._acceptance import match_from_failures
 
-from simulator import ParametricAcceptance, StepRollouts, TraceAcceptance
-from simulator._acceptance import match_from_failures
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 def _rollouts(lens, step=0):
@@ -88,7 +88,7 @@ def test_bad_parametric_parameters():
 
 @pytest.mark.parametrize("model", ["iid", "decay", "beta"])
 def test_parametric_match_equals_a_direct_per_position_reference(model):
-    from simulator._acceptance import _position_bits, rollout_keys
+    from specroll.simulator._acceptance import _position_bits, rollout_keys
 
     ro = _rollouts([1, 7, 300, 2000, 45, 5000])
     src = ParametricAcceptance(model=model, alpha=0.8, alpha_end=0.4, decay_tokens=700, kmax=5)

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
-
-from calibration import IterationBatch, load_profile
-from policies import POLICIES, make_policy
-from simulator import EngineSpec, ParametricAcceptance, StepKernel, StepRollouts
+from specroll.calibration import IterationBatch, load_profile
+from specroll.policies import POLICIES, make_policy
+from specroll.simulator import EngineSpec, ParametricAcceptance, StepKernel, StepRollouts
 
 
 class ToyCost:

@@ -1,7 +1,8 @@
 import json
 
-from policies import make_policy
-from simulator import SimConfig, batch_size_over_time, fewest_engines, plot_batch_size
+from specroll.policies import make_policy
+from specroll.simulator import SimConfig, batch_size_over_time, fewest_engines, plot_batch_size
+
 from specroll.cli import main
 
 CFG = """
@@ -30,7 +31,7 @@ def test_fewest_engines_is_the_boundary(tmp_path):
     path.write_text(CFG)
     cfg = SimConfig.from_toml(path)
     ar = make_policy("ar")
-    from simulator._plan import _mean_step_s
+    from specroll.simulator._plan import _mean_step_s
     target = _mean_step_s(cfg, 3, ar, None, None) * 1.0001
     best, tried = fewest_engines(cfg, target, ar)
     assert tried[best] <= target

@@ -1,10 +1,10 @@
 import json
 
 import pytest
+from specroll.simulator import WALL_KEYS, SimConfig, Simulator, simulate, simulate_policies
 
-from simulator import WALL_KEYS, SimConfig, Simulator, simulate, simulate_policies
 from specroll.cli import main
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 SMALL = """
 seed = 3
@@ -81,7 +81,7 @@ def test_dispatch_policies_run_and_conserve_tokens(tmp_path, dispatch):
 
 
 def test_speculation_beats_ar_and_policies_share_draws(tmp_path):
-    from policies import make_policy
+    from specroll.policies import make_policy
 
     cfg = SimConfig.from_toml(_write(tmp_path))
     ar, k3, k3b = simulate_policies(cfg, [make_policy("ar"), make_policy("fixed", k=3),

@@ -5,11 +5,18 @@ import copy
 
 import numpy as np
 import pytest
+from specroll.calibration import IterationBatch, load_profile
+from specroll.policies import make_policy
+from specroll.simulator import (
+    EngineSpec,
+    ParametricAcceptance,
+    SimConfig,
+    Simulator,
+    StepKernel,
+    TraceAcceptance,
+)
 
-from calibration import IterationBatch, load_profile
-from policies import make_policy
-from simulator import EngineSpec, ParametricAcceptance, SimConfig, Simulator, StepKernel, TraceAcceptance
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 from .test_simulate import SMALL
 from .test_window import _assert_same, _rollouts, _run, _with_trace_columns
@@ -86,7 +93,7 @@ class Recorder:
 
 
 def test_tree_verify_prices_w_times_k_nodes_and_tree_attention():
-    from simulator import StepRollouts
+    from specroll.simulator import StepRollouts
 
     ro = StepRollouts(step=0, prompt_id=np.arange(2), sample=np.zeros(2, np.int64),
                       prompt_len=np.array([100, 300]), response_len=np.array([50, 50]),

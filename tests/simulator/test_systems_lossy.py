@@ -4,11 +4,17 @@ replays, and the fast path."""
 
 import numpy as np
 import pytest
+from specroll.policies import make_policy
+from specroll.simulator import (
+    LossyAcceptance,
+    LossyPositions,
+    ParametricAcceptance,
+    StepRollouts,
+    TraceAcceptance,
+)
+from specroll.simulator._lossy import chain_match
 
-from policies import make_policy
-from simulator import LossyAcceptance, LossyPositions, ParametricAcceptance, StepRollouts, TraceAcceptance
-from simulator._lossy import chain_match
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 from .test_systems_engines import conserved, run, small
 from .test_window import _assert_same, _rollouts, _run, _with_trace_columns
@@ -202,7 +208,7 @@ def test_spec_rl_lenience_one_in_a_simulation_is_lossless_and_reuses_prefixes():
                                  {"method": "judge", "p": 2},
                                  {"method": "spec-rl", "lenience": 0.5}, {"p": 0.3}])
 def test_bad_lossy_tables_are_errors(bad):
-    from simulator import SimConfig
+    from specroll.simulator import SimConfig
 
     with pytest.raises(SpecrollError) as exc:
         SimConfig.from_dict(small(lossy=bad), file="x.toml")

@@ -5,11 +5,18 @@ import math
 
 import numpy as np
 import pytest
+from specroll.policies import make_policy
+from specroll.simulator import (
+    EngineSpec,
+    ParametricAcceptance,
+    SimConfig,
+    Simulator,
+    StepKernel,
+    StepRollouts,
+)
+from specroll.simulator._workload import dispatch
 
-from policies import make_policy
-from simulator import EngineSpec, ParametricAcceptance, SimConfig, Simulator, StepKernel, StepRollouts
-from simulator._workload import dispatch
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 from .test_systems_engines import conserved, run, small
 from .test_window import ToyCost
@@ -170,7 +177,7 @@ TLT = {"source": "adaptive-drafter", "alpha0": 0.4, "alpha_max": 0.9, "tokens_sc
 
 
 def test_drafter_learning_curve_and_the_drop_at_each_update():
-    from simulator import AdaptiveDrafterAcceptance
+    from specroll.simulator import AdaptiveDrafterAcceptance
 
     src = AdaptiveDrafterAcceptance(**{k: v for k, v in TLT.items() if k != "source"})
     assert src.alpha() == pytest.approx(0.4)

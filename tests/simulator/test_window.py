@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
-
-import simulator._window as window
-import simulator._windowparts as windowparts
-from calibration import CostProfile, load_profile
-from calibration._costmodel import allreduce_time
-from policies import make_policy
-from simulator import (
+import specroll.simulator._window as window
+import specroll.simulator._windowparts as windowparts
+from specroll.calibration import CostProfile, load_profile
+from specroll.calibration._costmodel import allreduce_time
+from specroll.policies import make_policy
+from specroll.simulator import (
     WALL_KEYS,
     EngineSpec,
     ParametricAcceptance,
@@ -187,7 +186,7 @@ def _forward_time_reference(coef, k, n, q_sum, q_max, c_sum, c_max, qc_sum):
 @pytest.mark.parametrize("coef", [{}, {"a": 0.7}, {"b": 0.5}, {"t_request": 1e-5, "t_token": 3e-7},
                                   {"p": 16.0}, {"p": 1.0}])
 def test_cost_model_shortcuts_give_the_same_bits(coef):
-    from calibration._costmodel import forward_time
+    from specroll.calibration._costmodel import forward_time
 
     prof = _profile(**coef)
     rng = np.random.default_rng(0)

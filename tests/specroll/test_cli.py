@@ -3,8 +3,8 @@ import json
 import pytest
 
 from specroll.cli import build_parser, main
-from specroll.errors import SpecrollError
-from specroll.fileio import atomic_write, read_json, write_json
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import atomic_write, read_json, write_json
 
 
 def test_help_lists_commands(capsys):
@@ -48,7 +48,7 @@ def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
     import os
     import stat
 
-    from specroll.fileio import atomic_path, atomic_write
+    from specroll.core.fileio import atomic_path, atomic_write
 
     mask = os.umask(0o022)
     try:

@@ -10,7 +10,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-import policies
+from specroll import policies
 from specroll.cli import main
 
 SIM = """
@@ -115,7 +115,7 @@ def test_pins_several_traces_and_journal_storage(tmp_path):
 
 
 def test_mdp_cost_model_is_pinned_to_the_simulated_profile(tmp_path):
-    from policies._tuner import search_space
+    from specroll.policies._tuner import search_space
 
     if not search_space("mdp"):
         pytest.skip("mdp has no tunable parameters")

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from traces import Trace, TraceMeta
+from specroll.traces import Trace, TraceMeta
 
 
 def make_small_trace(n_prompts: int = 4, samples: int = 3, steps: int = 2, cap: int = 50,

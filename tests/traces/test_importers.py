@@ -5,9 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from specroll.errors import SpecrollError
-from traces import (
+from specroll.traces import (
     JsonlFields,
     import_jsonl,
     load_servegen_pmf,
@@ -16,6 +14,8 @@ from traces import (
     synthesize,
     write_trace,
 )
+
+from specroll.core.errors import SpecrollError
 
 MINI = Path(__file__).parent / "data" / "servegen-mini"
 
@@ -61,8 +61,8 @@ def test_servegen_bad_dict_string(tmp_path):
 @pytest.mark.skipif(not (Path(__file__).resolve().parents[3] / "shared/data/servegen-deepseek-r1").exists(),
                     reason="ServeGen data folder not present beside the repository")
 def test_servegen_real_data_matches_shipped_pooled_csv():
-    from traces import read_pooled_csv
-    from traces._servegen import default_data_dir
+    from specroll.traces import read_pooled_csv
+    from specroll.traces._servegen import default_data_dir
 
     mine = load_servegen_pmf(default_data_dir())
     theirs = read_pooled_csv(default_data_dir() / "pooled_output_tokens_pmf.csv")

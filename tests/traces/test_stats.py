@@ -2,8 +2,15 @@
 
 import numpy as np
 import pytest
-
-from traces import Trace, TraceMeta, intraclass_correlation, plot_trace, synthesize, top_share, trace_stats
+from specroll.traces import (
+    Trace,
+    TraceMeta,
+    intraclass_correlation,
+    plot_trace,
+    synthesize,
+    top_share,
+    trace_stats,
+)
 
 
 def _trace(step, pid, lengths, cap):

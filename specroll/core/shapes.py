@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from specroll.registry import Registry
+from specroll.core.registry import Registry
 
 
 @dataclass(frozen=True)

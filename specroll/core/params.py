@@ -8,7 +8,7 @@ import math
 import numbers
 from typing import Any
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 def build_params(params_cls: type, params: dict[str, Any], *, owner: str, field: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from specroll.errors import SpecrollError
+from specroll.core.errors import SpecrollError
 
 
 def _umask_mode() -> int:
