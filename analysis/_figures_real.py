@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from specroll.analysis._figures import plain_log_ticks, pyplot, save
 
 

@@ -18,7 +18,6 @@ from specroll.analysis._kinds import Run, discover
 from specroll.analysis._sections import Ctx, Section, compare_simulations, plan_section, simulate_section
 from specroll.analysis._sections_real import compare_rollouts, rollout_section, validate_section
 from specroll.analysis._sections_tune import trace_section, tune_section
-
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import atomic_write
 from specroll.core.progress import progress

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from specroll.analysis import _figures as F
 from specroll.analysis._html import figures, fmt, image, kv_table, note, pct, table
 from specroll.analysis._kinds import Run
-
 from specroll.core.errors import SpecrollError
 
 

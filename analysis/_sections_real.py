@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from specroll.analysis import _figures as F
 from specroll.analysis import _figures_real as R
 from specroll.analysis._html import esc, figures, fmt, image, kv_table, note, pct, table

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from specroll.analysis import _figures_real as R
 from specroll.analysis._html import esc, figures, fmt, image, kv_table, note, pct, table
 from specroll.analysis._kinds import Run
 from specroll.analysis._sections import Ctx, Section, policy_label, read_columns
 from specroll.analysis._sections_real import _trace_pngs
-
 from specroll.core.fileio import read_json
 
 MIN_TRIALS_FOR_IMPORTANCE = 4

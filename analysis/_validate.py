@@ -218,7 +218,9 @@ def _profile(cfg: ValidateConfig, out: Path) -> tuple[Any, str]:
     model = cfg.workload.get("model", "smollm2-135m")
     device = cfg.workload.get("device", "cpu")
     if cfg.profile == "calibrate":
-        from specroll.calibration._calibrate import calibrate
+        from specroll.calibration import calibrate
+        from specroll.policies import make_drafter
+        from specroll.real_backend import make_timing_step
 
         # The grid sized to the workload: its batch, and contexts up to its responses plus a few
         # hundred prompt tokens (the fit extrapolates beyond). Fewer points than the full grid and
@@ -227,7 +229,9 @@ def _profile(cfg: ValidateConfig, out: Path) -> tuple[Any, str]:
         max_ctx = 1 << math.ceil(math.log2(int(rc.max_new_tokens) + 256))
         say(f"validate: calibrating {model} on {device} up to batch {rc.max_batch}, context {max_ctx} "
             "(the simulator's clock for this device, now)")
-        cal = calibrate(model, device, drafter=cfg.drafter, max_batch=int(rc.max_batch), max_ctx=max_ctx,
+        cal = calibrate(model, device, step_factory=make_timing_step,
+                        drafter=make_drafter(cfg.drafter) if cfg.drafter else None,
+                        max_batch=int(rc.max_batch), max_ctx=max_ctx,
                         temperature=float(cfg.workload.get("temperature", 0.7)))
         path = cal.profile.save(out / "profile.json")
         return cal.profile, str(path)

@@ -43,8 +43,9 @@ def bench_ours(batch: int, ctx: int, steps: int, temperature: float, invariant: 
 
 def bench_hf(ctx: int, steps: int) -> float:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from specroll.real_backend import model_file
     from transformers import AutoModelForCausalLM
+
+    from specroll.real_backend import model_file
 
     path = model_file()
     hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,

@@ -13,6 +13,7 @@ import argparse
 import time
 
 import numpy as np
+
 from specroll.policies import POLICIES, Feedback, PolicyState, make_policy
 
 

@@ -74,6 +74,7 @@ def hybrid_policy(batch: int):
     run the same iterations; between them only the verification cost of rejected drafts differs,
     and this splits that cost by batch size."""
     import numpy as np
+
     from specroll.policies import Policy
 
     class OracleAbove(Policy):
@@ -88,10 +89,9 @@ def hybrid_policy(batch: int):
 
 
 def tune_family(family: str, args: argparse.Namespace, cfg_path: Path, out: Path) -> tuple[object, dict]:
+    from specroll.commands.tune import TuneSetup
     from specroll.policies._tuner import tune
     from specroll.simulator import SimConfig
-
-    from specroll.commands.tune import TuneSetup
 
     seeds = [int(s) for s in args.tune_seeds.split(",")]
     configs = [SimConfig.from_dict(scenario(cfg_path, args.scale, s, acceptance=args.acc), file=str(cfg_path))
@@ -135,10 +135,9 @@ def main() -> None:
 
     args.acc = parse_params(args.acceptance)
 
+    from specroll.core.fileio import atomic_write, write_json
     from specroll.policies import make_policy
     from specroll.simulator import SimConfig, Simulator
-
-    from specroll.core.fileio import atomic_write, write_json
 
     cfg_path = Path(args.config)
     out = Path(args.out)

@@ -23,6 +23,7 @@ os.environ.setdefault("SPECROLL_PROGRESS", "0")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
 from specroll.real_backend._rollout import RolloutConfig, load_backend, rollout  # noqa: E402
 
 

@@ -52,6 +52,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import numpy as np
+
     from specroll.policies import make_policy
     from specroll.simulator import SimConfig, Simulator
 

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from specroll.calibration._costmodel import DTYPE_BYTES, make_consts
 from specroll.calibration._devices import DeviceSpec
 from specroll.calibration._drafter_cost import measure_drafter_cost
 from specroll.calibration._fit import FEATURES, FitResult, fit_profile_coefficients
 from specroll.calibration._measure import TimingStep, build_grid, grid_spec, measure_grid, measure_peaks
 from specroll.calibration._profile import CostProfile
-
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import atomic_path
 from specroll.core.progress import say
@@ -28,21 +28,17 @@ class Calibration:
     fit: FitResult
 
 
-def default_step_factory() -> Callable[..., TimingStep]:
-    try:
-        from specroll.real_backend import make_timing_step
-    except ImportError as exc:
-        raise SpecrollError(f"the real backend has no make_timing_step yet ({exc})", field="--device",
-                            fix="update the repository (real_backend provides make_timing_step)") from None
-    return make_timing_step
-
-
 def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, random_weights: bool = False,
               quick: bool = False, seed: int = 0, max_batch: int | None = None, max_ctx: int | None = None,
-              step_factory: Callable[..., TimingStep] | None = None,
-              peaks: DeviceSpec | None = None, drafter: str | None = None,
+              step_factory: Callable[..., TimingStep],
+              peaks: DeviceSpec | None = None, drafter: Any = None,
               stat: str = "median", temperature: float | None = 0.7, mode: str = "engine") -> Calibration:
-    """Measure ``model`` on ``device`` through the real backend's timing step and fit a profile.
+    """Measure ``model`` on ``device`` through a timing step and fit a profile.
+
+    ``step_factory(model=, device=, dtype=, max_batch=, max_ctx=, random_weights=, temperature=,
+    mode=)`` builds the timing step (the real backend's ``make_timing_step``; the caller passes it
+    in, since the cost model sits below the engine). ``drafter``: a drafter object whose host-side
+    cost is measured and priced in the profile (None: none).
 
     ``mode="engine"`` times whole engine iterations (forward, keyed sampling at ``temperature``,
     acceptance, bookkeeping: what the simulator prices); ``mode="forward"`` the forward alone.
@@ -60,9 +56,8 @@ def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, rand
     if len(grid) < 10:
         raise SpecrollError(f"only {len(grid)} grid points fit max_batch={max_batch}, max_ctx={max_ctx}",
                             field="--max-batch", fix="raise --max-batch / --max-ctx")
-    factory = step_factory or default_step_factory()
     say(f"calibrate: loading {model} on {device} ({dtype}{', random weights' if random_weights else ''})")
-    step = factory(model=model, device=device, dtype=dtype, max_batch=max_batch, max_ctx=max_ctx,
+    step = step_factory(model=model, device=device, dtype=dtype, max_batch=max_batch, max_ctx=max_ctx,
                    random_weights=random_weights, temperature=temperature, mode=mode)
     shape: ModelShape = step.shape
     say(f"calibrate: device peaks on {device}")
@@ -84,15 +79,10 @@ def calibrate(model: str, device: str = "cpu", dtype: str | None = None, *, rand
     return cal
 
 
-def drafter_cost(name: str) -> dict[str, Any]:
-    """Measured CPU cost of one of the policies package's model-free drafters."""
-    try:
-        from specroll.policies import make_drafter
-    except ImportError as exc:
-        raise SpecrollError(f"the policies package has no drafters yet ({exc})", field="--drafter",
-                            fix="leave out --drafter") from None
-    say(f"calibrate: drafter '{name}' cost")
-    return measure_drafter_cost(make_drafter(name))
+def drafter_cost(drafter: Any) -> dict[str, Any]:
+    """Measured host-side cost of a model-free drafter object (``policies.make_drafter(name)``)."""
+    say(f"calibrate: drafter '{drafter.name}' cost")
+    return measure_drafter_cost(drafter)
 
 
 STATS = {"median": "seconds", "min": "seconds_min"}

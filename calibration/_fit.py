@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import least_squares
+
 from specroll.calibration._costmodel import COEF_BOUNDS, COEF_NAMES, Consts, forward_time
 
 FEATURES: tuple[str, ...] = ("n", "q_sum", "q_max", "c_sum", "c_max", "qc_sum")

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
 from specroll.calibration._batch import IterationBatch
 from specroll.calibration._devices import DEVICES, DeviceSpec
 from specroll.calibration._fit import FEATURES
-
 from specroll.core.errors import SpecrollError
 from specroll.core.progress import progress
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from specroll.calibration._batch import IterationBatch
 from specroll.calibration._costmodel import (
     COEF_BOUNDS,
@@ -26,7 +27,6 @@ from specroll.calibration._costmodel import (
     make_consts,
 )
 from specroll.calibration._devices import DeviceSpec
-
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import write_json
 from specroll.core.shapes import MODEL_SHAPES, ModelShape

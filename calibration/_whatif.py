@@ -12,7 +12,6 @@ from pathlib import Path
 
 from specroll.calibration._devices import DEVICES, DeviceSpec
 from specroll.calibration._profile import MEMORY_UTILIZATION, CostProfile
-
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import read_json
 from specroll.core.shapes import MODEL_SHAPES

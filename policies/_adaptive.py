@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from specroll.core.errors import SpecrollError
 from specroll.policies._base import Policy, register_policy
 from specroll.policies._state import PolicyState
 from specroll.policies._tuner import tunable
-
-from specroll.core.errors import SpecrollError
 
 _MODES = ("aimd", "ema")
 

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from specroll.policies._state import Feedback, PolicyState
 
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import read_json, write_json
 from specroll.core.params import build_params
 from specroll.core.registry import Registry
+from specroll.policies._state import Feedback, PolicyState
 
 POLICIES: Registry[type[Policy]] = Registry("policy")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from specroll.core.errors import SpecrollError
 from specroll.policies._alloc import serve_quota
 from specroll.policies._base import Policy, register_policy
 from specroll.policies._history import LONG, MEDIUM, class_horizon, length_class
 from specroll.policies._state import PolicyState
 from specroll.policies._tuner import tunable
-
-from specroll.core.errors import SpecrollError
 
 _MODES = ("schedule", "closed_form")
 

@@ -28,11 +28,11 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+
+from specroll.core.errors import SpecrollError
 from specroll.policies._base import Policy, register_policy
 from specroll.policies._state import Feedback, PolicyState
 from specroll.policies._tuner import tunable
-
-from specroll.core.errors import SpecrollError
 
 
 @register_policy("diffuspec")

@@ -26,10 +26,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from specroll.policies._drafters import make_drafter
-from specroll.policies._stand import tree_conf, tree_match
 
 from specroll.core.errors import SpecrollError
+from specroll.policies._drafters import make_drafter
+from specroll.policies._stand import tree_conf, tree_match
 
 
 def compute_match_lengths(trace: Any, drafter_name: str, **params: Any) -> Any:

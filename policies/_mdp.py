@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from specroll.core.errors import SpecrollError
 from specroll.policies._base import Policy, register_policy
 from specroll.policies._state import PolicyState
 from specroll.policies._tuner import tunable
-
-from specroll.core.errors import SpecrollError
 
 CostFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """cost(b, K) -> seconds of one iteration of b requests that each verify a K-token draft."""

@@ -19,10 +19,10 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from specroll.policies._drafters import Drafter, as_token_list, register_drafter
-from specroll.policies._sam import _EMPTY_F, _EMPTY_I
 
 from specroll.core.errors import SpecrollError
+from specroll.policies._drafters import Drafter, as_token_list, register_drafter
+from specroll.policies._sam import _EMPTY_F, _EMPTY_I
 
 
 class _Text:

@@ -29,10 +29,10 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from specroll.policies._drafters import Drafter, as_token_list, register_drafter
 
 from specroll.core.errors import SpecrollError
 from specroll.core.params import check_number
+from specroll.policies._drafters import Drafter, as_token_list, register_drafter
 
 _EMPTY_I = np.zeros(0, dtype=np.int64)
 _EMPTY_F = np.zeros(0, dtype=np.float32)

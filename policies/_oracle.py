@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from specroll.policies._base import Policy, register_policy
-from specroll.policies._state import PolicyState
 
 from specroll.core.errors import SpecrollError
+from specroll.policies._base import Policy, register_policy
+from specroll.policies._state import PolicyState
 
 
 @register_policy("oracle")

@@ -26,11 +26,11 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+
+from specroll.core.errors import SpecrollError
 from specroll.policies._base import Policy, register_policy
 from specroll.policies._state import PolicyState
 from specroll.policies._tuner import tunable
-
-from specroll.core.errors import SpecrollError
 
 _TABLES: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 

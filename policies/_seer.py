@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from specroll.core.errors import SpecrollError
 from specroll.policies._alloc import has_confidence
 from specroll.policies._base import Policy, register_policy
 from specroll.policies._state import PolicyState
 from specroll.policies._tuner import tunable
-
-from specroll.core.errors import SpecrollError
 
 _LEVELS_PER_OCTAVE = 32  # gain resolution of the budget cutoff: 2^(1/32) ~ 2 %
 _N_LEVELS = 40 * _LEVELS_PER_OCTAVE

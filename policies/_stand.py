@@ -29,10 +29,10 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from specroll.policies._drafters import register_drafter
-from specroll.policies._omni import _EMPTY_F, _EMPTY_I, OmniDrafter, greedy_branch, top_next
 
 from specroll.core.params import check_number
+from specroll.policies._drafters import register_drafter
+from specroll.policies._omni import _EMPTY_F, _EMPTY_I, OmniDrafter, greedy_branch, top_next
 
 
 @register_drafter("stand")

@@ -30,10 +30,10 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-from specroll.policies._drafters import Drafter, as_token_list, register_drafter
-from specroll.policies._sam import _EMPTY_F, _EMPTY_I, HistorySAM, LocalSAM
 
 from specroll.core.errors import SpecrollError
+from specroll.policies._drafters import Drafter, as_token_list, register_drafter
+from specroll.policies._sam import _EMPTY_F, _EMPTY_I, HistorySAM, LocalSAM
 
 # Built history automata kept for prompts with no active request (rebuilt on demand: they are a
 # pure function of the history, so dropping one never changes a proposal).

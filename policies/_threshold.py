@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from specroll.core.errors import SpecrollError
 from specroll.policies._alloc import confident_prefix, has_confidence
 from specroll.policies._base import Policy, register_policy
 from specroll.policies._state import PolicyState
 from specroll.policies._tuner import tunable
-
-from specroll.core.errors import SpecrollError
 
 _FALLBACKS = ("ema", "kmax")
 

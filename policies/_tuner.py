@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specroll.policies._base import POLICIES, Policy, save_policy_file
-
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import atomic_path, write_json
 from specroll.core.progress import progress
+from specroll.policies._base import POLICIES, Policy, save_policy_file
 
 # A finished trial is kept; one killed mid-way is marked failed once its heartbeat is this stale.
 _OPEN_TRIES = 8  # opening a new database that other processes are creating too

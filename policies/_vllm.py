@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from specroll.policies._base import Policy
 
 from specroll.core.errors import SpecrollError
+from specroll.policies._base import Policy
 
 VLLM_DEFAULTS = {"suffix_decoding_max_tree_depth": 24, "suffix_decoding_max_spec_factor": 1.0,
                  "suffix_decoding_min_token_prob": 0.1, "suffix_decoding_max_cached_requests": 10000}

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from specroll.policies import Feedback, Policy, PolicyState, tree_conf, update_accept_ema
 from specroll.real_backend._lossy import AcceptRule, Verify
 from specroll.real_backend._tree import accept_tree, build_tree, move_accepted_kv

@@ -32,10 +32,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from specroll.real_backend._sampling import keyed_uniform, top_p_mask
 
 from specroll.core.params import build_params, check_number
 from specroll.core.registry import Registry
+from specroll.real_backend._sampling import keyed_uniform, top_p_mask
 
 ACCEPT_RULES: Registry[type[AcceptRule]] = Registry("accept rule")
 

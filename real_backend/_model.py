@@ -45,8 +45,8 @@ class ModelConfig:
 
     @classmethod
     def from_shape(cls, name: str, **overrides: object) -> ModelConfig:
-        """The config of a shape in calibration.MODEL_SHAPES (random-weight timing models)."""
-        from specroll.calibration import MODEL_SHAPES
+        """The config of a shape in specroll.core.shapes.MODEL_SHAPES (random-weight timing models)."""
+        from specroll.core.shapes import MODEL_SHAPES
 
         s = MODEL_SHAPES.get(name)
         theta = next((v for k, v in _ROPE_THETA.items() if name.startswith(k)), 10_000.0)
@@ -57,8 +57,8 @@ class ModelConfig:
         return replace(cfg, **overrides)  # type: ignore[arg-type]
 
     @property
-    def shape(self):  # -> calibration.ModelShape
-        from specroll.calibration import ModelShape
+    def shape(self):  # -> specroll.core.shapes.ModelShape
+        from specroll.core.shapes import ModelShape
 
         return ModelShape(self.name, self.n_layers, self.d_model, self.n_heads, self.n_kv_heads,
                           self.head_dim, self.d_ff, self.vocab_size, self.tied_embeddings)
@@ -297,16 +297,16 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def model_names() -> list[str]:
-    from specroll.calibration import MODEL_SHAPES
+    from specroll.core.shapes import MODEL_SHAPES
 
     return list(MODEL_SHAPES.names())
 
 
 def load_model(name: str = SMOLLM, device: str = "cpu", dtype: str = "float32",
                random_weights: bool = False, seed: int = 0, max_ctx: int | None = None) -> Transformer:
-    """SmolLM2-135M-Instruct from its GGUF (trained weights), or any shape of calibration.MODEL_SHAPES
+    """SmolLM2-135M-Instruct from its GGUF (trained weights), or any shape of MODEL_SHAPES
     with random weights (``random_weights=True``; for timing)."""
-    from specroll.calibration import MODEL_SHAPES
+    from specroll.core.shapes import MODEL_SHAPES
 
     if name not in MODEL_SHAPES.names():
         raise SpecrollError(f"unknown model '{name}'", field="model",

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import atomic_path, write_json
 from specroll.real_backend._engine import sample_kw
 from specroll.real_backend._lossy import make_accept_rule
 from specroll.real_backend._workload import (
@@ -24,9 +27,6 @@ from specroll.real_backend._workload import (
     load_prompts_file,
     step_requests,
 )
-
-from specroll.core.errors import SpecrollError
-from specroll.core.fileio import atomic_path, write_json
 
 TOY_MODEL = "toy"
 TOY_CTX = 4096  # the toy has no positional limit; a finite one exercises the cache check
@@ -133,6 +133,7 @@ class RolloutResult:
         """Write trace.parquet, iterations.parquet and summary.json into ``out`` (atomically)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
+
         from specroll.traces import write_trace
 
         out = Path(out)

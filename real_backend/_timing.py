@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from specroll.real_backend._model import KVCache, Transformer, load_model, torch_dtype
 
 from specroll.core.errors import SpecrollError
+from specroll.real_backend._model import KVCache, Transformer, load_model, torch_dtype
 
 MODES = ("engine", "forward")
 

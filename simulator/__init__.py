@@ -18,13 +18,14 @@ from specroll.simulator._acceptance import (
 )
 from specroll.simulator._config import LossyConfig, PartialConfig, SimConfig
 from specroll.simulator._drafter_training import AdaptiveDrafterAcceptance
-from specroll.simulator._kernel import EngineSpec, StepKernel, StepOutcome
+from specroll.simulator._kernel import StepKernel
 from specroll.simulator._lossy import METHODS as LOSSY_METHODS
 from specroll.simulator._lossy import LossyAcceptance, LossyPositions
 from specroll.simulator._plan import PlanRow, fewest_engines, format_plan, plan
 from specroll.simulator._plots import batch_size_over_time, plot_batch_size
 from specroll.simulator._result import WALL_KEYS, SimResult
 from specroll.simulator._simulate import Simulator, simulate, simulate_policies
+from specroll.simulator._step import EngineSpec, StepOutcome
 
 __all__ = [
     "ACCEPTANCE",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from specroll.core.errors import SpecrollError
 from specroll.simulator._acceptance import (
     ACCEPTANCE,
     AcceptanceSource,
@@ -31,8 +32,6 @@ from specroll.simulator._acceptance import (
     StepAcceptance,
     StepRollouts,
 )
-
-from specroll.core.errors import SpecrollError
 
 
 @ACCEPTANCE.register("adaptive-drafter")

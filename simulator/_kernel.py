@@ -11,80 +11,33 @@ on admission) and KV preemption run in a slower path only on iterations where th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from specroll.calibration import IterationBatch
 from specroll.policies import Feedback, Policy, PolicyState, update_accept_ema
 from specroll.simulator._acceptance import StepAcceptance, StepRollouts
+from specroll.simulator._step import (
+    _NROWS,
+    CTX,
+    EMA,
+    ENG,
+    GEN,
+    GID,
+    LASTACC,
+    LASTK,
+    LEN,
+    PLEN,
+    POS,
+    PRED,
+    EngineSpec,
+    StepOutcome,
+    Timeline,
+    accepted_total,
+    tree_pairs,
+)
 from specroll.simulator._window import has_fast_path, run_windowed
-
-# Rows of the request matrix. GEN, POS and CTX are adjacent: one in-place add advances all three.
-ENG, GID, GEN, POS, CTX, LEN, PLEN, LASTK, LASTACC = range(9)
-_NROWS = 9
-PRED, EMA = range(2)
-
-
-@dataclass
-class EngineSpec:
-    n_engines: int
-    max_batch: int
-    kv_capacity: int
-    """KV-cache tokens one engine holds (CostProfile.kv_capacity_tokens)."""
-    kv_watermark: float = 0.01
-    """fraction of the KV budget admission keeps free (vLLM's watermark), to limit preemption."""
-
-
-@dataclass
-class StepOutcome:
-    """What one RL step's rollout phase did (per rollout arrays in trace order)."""
-
-    engine: np.ndarray
-    start_s: np.ndarray
-    end_s: np.ndarray
-    iterations: np.ndarray
-    preemptions: np.ndarray
-    engine_busy_s: np.ndarray
-    engine_iterations: np.ndarray
-    engine_prefill_s: np.ndarray
-    drafted: int = 0
-    accepted: int = 0
-    lossy: int = 0
-    """accepted tokens the target alone would not have produced (lossy acceptance)."""
-    progress: np.ndarray | None = None
-    """per rollout, with a stop time: tokens generated when the step stopped for those it left
-    unfinished (-1: finished, or never started)."""
-    request_iterations: int = 0
-    kernel_iterations: int = 0
-    timeline: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def rollout_s(self) -> float:
-        return float(self.end_s.max()) if self.end_s.size else 0.0
-
-
-class _Timeline:
-    """Per-engine samples every ``every`` kernel iterations (batch size and iteration time)."""
-
-    def __init__(self, every: int) -> None:
-        self.every = max(1, int(every))
-        self.rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-
-    def add(self, it: int, clock: np.ndarray, cnt: np.ndarray, t: np.ndarray) -> None:
-        self.rows.append((it, clock.copy(), cnt.copy(), t.copy()))
-
-    def arrays(self, n_engines: int) -> dict[str, np.ndarray]:
-        if not self.rows:
-            return {}
-        k = len(self.rows)
-        return {
-            "kernel_iteration": np.repeat(np.array([r[0] for r in self.rows], np.int64), n_engines),
-            "engine": np.tile(np.arange(n_engines, dtype=np.int32), k),
-            "time_s": np.concatenate([r[1] for r in self.rows]),
-            "batch_size": np.concatenate([r[2] for r in self.rows]).astype(np.int32),
-            "iter_time_s": np.concatenate([r[3] for r in self.rows]),
-        }
 
 
 class StepKernel:
@@ -134,7 +87,7 @@ class StepKernel:
             engine_busy_s=self.clock, engine_iterations=self.iters, engine_prefill_s=self.prefill_s,
             progress=np.full(R, -1, np.int64))
         max_resp = int(ro.response_len.max()) if R else 1
-        self.timeline = _Timeline(-(-max_resp // max(1, timeline_points)))
+        self.timeline = Timeline(-(-max_resp // max(1, timeline_points)))
 
     # --- slow path: admission, finishing, preemption -------------------------------------------
     def _segments(self) -> None:
@@ -483,24 +436,6 @@ class StepKernel:
         out.request_iterations, out.kernel_iterations = req_iters, it
         out.timeline = tl.arrays(E)
         return out
-
-
-def tree_pairs(kmax: int, width: int = 1) -> np.ndarray:
-    """int64 (kmax+1,): attention (query, key) pairs inside a verify of depth k, by k, beyond the
-    (query tokens x cached context) ones. A chain verifies k+1 causal tokens: (k+1)(k+2)/2 pairs.
-    A tree of ``width`` branches that share only the pending token verifies width*k + 1 tokens: the
-    pending one sees itself (1 pair) and a node at depth d sees the pending token and its d
-    ancestors-or-self (d + 1 pairs): 1 + width * (k + k(k+1)/2), the chain's count when width = 1."""
-    k = np.arange(kmax + 1, dtype=np.int64)
-    chain = (k + 1) * (k + 2) // 2
-    return chain if width == 1 else 1 + width * (chain - 1)
-
-
-def accepted_total(ro: StepRollouts, req_iters: int) -> int:
-    """Accepted draft tokens of a step, from the token identity: each response's token 0 comes
-    from its prefill and every request iteration emits accepted + 1 tokens, so no per-iteration
-    sum is needed."""
-    return int(ro.response_len.sum()) - ro.n - req_iters
 
 
 def _conf_thunk(acc: StepAcceptance, pos: np.ndarray):

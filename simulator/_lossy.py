@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from specroll.core.errors import SpecrollError
 from specroll.simulator._acceptance import (
     AcceptanceSource,
     StepAcceptance,
@@ -45,8 +47,6 @@ from specroll.simulator._acceptance import (
     _to_unit,
     rollout_keys,
 )
-
-from specroll.core.errors import SpecrollError
 
 METHODS = ("judge", "entropy", "spec-rl")
 # Random streams of the lossy draws (the parametric source uses 1-3, 7 and 100+ for tree branches).

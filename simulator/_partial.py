@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from specroll.simulator._acceptance import StepAcceptance, StepRollouts
 from specroll.simulator._lossy import LossyPositions
 

@@ -12,11 +12,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from specroll.simulator._config import SimConfig
-from specroll.simulator._simulate import Simulator
-
 from specroll.core.errors import SpecrollError
 from specroll.core.progress import say
+from specroll.simulator._config import SimConfig
+from specroll.simulator._simulate import Simulator
 
 
 @dataclass

@@ -15,15 +15,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from specroll.simulator._acceptance import StepAcceptance
-from specroll.simulator._config import SimConfig
-from specroll.simulator._kernel import EngineSpec, StepKernel, StepOutcome
-from specroll.simulator._partial import FreshQueue, carry_over, merge_step
-from specroll.simulator._result import SimResult
-from specroll.simulator._workload import dispatch, load_trace, split_steps
 
 from specroll.core.errors import SpecrollError
 from specroll.core.progress import progress
+from specroll.simulator._acceptance import StepAcceptance
+from specroll.simulator._config import SimConfig
+from specroll.simulator._kernel import StepKernel
+from specroll.simulator._partial import FreshQueue, carry_over, merge_step
+from specroll.simulator._result import SimResult
+from specroll.simulator._step import EngineSpec, StepOutcome
+from specroll.simulator._workload import dispatch, load_trace, split_steps
 
 
 def _length_history(window: int):

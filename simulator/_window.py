@@ -32,7 +32,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from specroll.policies import PolicyState
+from specroll.simulator._step import CTX, ENG, GEN, GID, LEN, PLEN, POS, PRED, accepted_total, tree_pairs
 from specroll.simulator._windowparts import (
     Buffers,
     Grid,
@@ -51,7 +53,6 @@ def has_fast_path(policy: Any) -> bool:
 
 def run_windowed(kern: Any) -> Any:
     """StepKernel.run for a policy with ``decide_with_horizon``; returns the same StepOutcome."""
-    from specroll.simulator._kernel import CTX, ENG, GEN, GID, LEN, POS, accepted_total, tree_pairs
 
     spec, acc, cost, out = kern.spec, kern.acc, kern.cost, kern.out
     E, kmax = spec.n_engines, acc.kmax
@@ -213,7 +214,6 @@ def run_windowed(kern: Any) -> Any:
 def _decide(kern: Any, c_sum0: np.ndarray, last_t: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(k clipped to [0, kmax], horizon or None, batch floor or None) for every active request."""
-    from specroll.simulator._kernel import ENG, GEN, GID, PLEN, PRED
 
     S, E, n = kern.S, kern.spec.n_engines, kern.S.shape[1]
     kv_used = np.zeros(E)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from specroll.calibration import IterationBatch
 
 # Window lengths tried, and rough costs (seconds) of a window (fixed and per request), of one chased

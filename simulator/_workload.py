@@ -21,10 +21,10 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
-from specroll.simulator._acceptance import StepRollouts
-from specroll.simulator._config import SimConfig
 
 from specroll.core.errors import SpecrollError
+from specroll.simulator._acceptance import StepRollouts
+from specroll.simulator._config import SimConfig
 
 
 def load_trace(config: SimConfig):

@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from specroll.core.errors import SpecrollError
+from specroll.core.fileio import atomic_path
 from specroll.traces._schema import (
     META_KEY,
     REQUIRED_COLUMNS,
@@ -24,9 +27,6 @@ from specroll.traces._schema import (
     validate_table,
 )
 from specroll.traces._trace import Trace
-
-from specroll.core.errors import SpecrollError
-from specroll.core.fileio import atomic_path
 
 # Fixed writer options: part of the file format's determinism.
 _WRITE_OPTS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "write_statistics": True,

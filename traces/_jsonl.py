@@ -2,7 +2,7 @@
 
 Field names differ between frameworks (verl, OpenRLHF, TRL ...), so every field is mapped by an
 option. A record needs a step, a group (uid) or prompt text, and either a response length or the
-response text with ``tokenize=True``. Prompt identity across steps: the prompt text when present
+response text and an ``encode`` function. Prompt identity across steps: the prompt text when present
 (hashed, so the same prompt gets the same id in every step and every file), else an explicit
 prompt-id field, else the group field. Samples are numbered within (step, prompt) in file order.
 """
@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from specroll.traces._schema import TraceMeta
-from specroll.traces._trace import Trace
 
 from specroll.core.errors import SpecrollError
+from specroll.traces._schema import TraceMeta
+from specroll.traces._trace import Trace
 
 
 @dataclass
@@ -43,29 +43,19 @@ def _stable_id(value: Any) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def _load_tokenizer(name: str | None) -> Callable[[str], list[int]]:
-    try:
-        from specroll.real_backend import load_tokenizer
-    except ImportError:
-        raise SpecrollError("tokenizing needs real_backend.load_tokenizer, which is not available",
-                            field="--tokenize", fix="import a dump that has a response-length field "
-                            "(--length-field) instead, or install the real backend") from None
-    tok = load_tokenizer(name) if name else load_tokenizer()
-    encode = getattr(tok, "encode", None)
-    if encode is None:
-        raise SpecrollError("the tokenizer has no encode()", field="--tokenize", fix="update real_backend")
-    return lambda text: [int(t) for t in encode(text)]
-
-
-def import_jsonl(path: str | Path, *, cap: int, fields: JsonlFields | None = None, tokenize: bool = False,
-                 tokenizer: str | None = None, default_prompt_len: int | None = None, model: str = "",
+def import_jsonl(path: str | Path, *, cap: int, fields: JsonlFields | None = None,
+                 encode: Callable[[str], Sequence[int]] | None = None,
+                 default_prompt_len: int | None = None, model: str = "",
                  temperature: float = 1.0) -> Trace:
-    """Read a JSONL dump into a validated Trace (token ids stored when ``tokenize``)."""
+    """Read a JSONL dump into a validated Trace.
+
+    ``encode`` (text -> token ids, e.g. the model's tokenizer, which the caller loads: traces
+    import no model code) counts prompt and response tokens from their text and stores the ids.
+    """
     path = Path(path)
     f = fields or JsonlFields()
     if not path.exists():
         raise SpecrollError("file not found", file=path, fix="check the path")
-    encode = _load_tokenizer(tokenizer) if tokenize else None
     cols: dict[str, list[Any]] = {k: [] for k in ("step", "prompt_id", "sample", "prompt_len",
                                                   "response_len", "finished")}
     tokens: list[list[int]] = []
@@ -141,5 +131,6 @@ def import_jsonl(path: str | Path, *, cap: int, fields: JsonlFields | None = Non
         data["token_ids"] = tokens
         data["prompt_token_ids"] = prompt_tokens
     meta = TraceMeta(max_response_len=cap, source=f"import:jsonl {path.name}", model=model,
-                     temperature=temperature, extra={"import": {"fields": vars(f), "tokenized": tokenize}})
+                     temperature=temperature,
+                     extra={"import": {"fields": vars(f), "tokenized": encode is not None}})
     return Trace.from_columns(meta, data, file=path).sort()

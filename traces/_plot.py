@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from specroll.traces._trace import Trace
 
 from specroll.core.fileio import atomic_path
+from specroll.traces._trace import Trace
 
 
 def plot_trace(trace: Trace, out_dir: str | Path, max_prompts: int = 40) -> list[Path]:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from specroll.traces._synth import SynthPreset
 
 from specroll.core.errors import SpecrollError
+from specroll.traces._preset import SynthPreset
 
 ENV_VAR = "SPECROLL_SERVEGEN_DIR"
 WINDOW_S = 21600  # the dataset's windows are 6 hours

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from specroll.traces._trace import Trace
 
 QUANTILES = (50, 75, 90, 99)

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from specroll.core.errors import SpecrollError
 from specroll.traces._schema import (
     DRAFTER_PREFIXES,
     REQUIRED_COLUMNS,
@@ -24,8 +26,6 @@ from specroll.traces._schema import (
     list_element_type,
     validate_table,
 )
-
-from specroll.core.errors import SpecrollError
 
 
 def _as_list_array(name: str, values: np.ndarray, offsets: np.ndarray) -> pa.Array:

@@ -31,9 +31,8 @@ def _load() -> str:
 
 
 def run_table(scenarios: Any, config: str, scale: float = 1.0, only: str = "") -> list[dict[str, Any]]:
-    from specroll.simulator import SimConfig, Simulator
-
     from specroll.core.fileio import read_toml
+    from specroll.simulator import SimConfig, Simulator
 
     os.environ.setdefault("SPECROLL_PROGRESS", "0")
     base = read_toml(config)

@@ -92,6 +92,7 @@ def tokens_of(res) -> list:
 
 def real_runs(part: str, args) -> list[dict]:
     import torch
+
     from specroll.real_backend import RolloutConfig, load_backend, rollout
 
     if args.threads:

@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from specroll.calibration._calibrate import (
+    from specroll.calibration import (
         calibrate,
         fit_rows,
         measurements_path,
@@ -76,9 +76,13 @@ def run(args: argparse.Namespace) -> int:
         cal = fit_rows(rows, shape, dev, dtype, seed=args.seed, stat=args.stat,
                        extra={"refit_of": Path(args.refit).name})
     else:
+        from specroll.policies import make_drafter
+        from specroll.real_backend import make_timing_step
+
+        drafter = make_drafter(args.drafter) if args.drafter else None
         cal = calibrate(args.model, args.device, args.dtype, random_weights=args.random_weights,
                         quick=args.quick, seed=args.seed, max_batch=args.max_batch, max_ctx=args.max_ctx,
-                        drafter=args.drafter, stat=args.stat,
+                        step_factory=make_timing_step, drafter=drafter, stat=args.stat,
                         temperature=args.temperature, mode=args.step)
     cal.profile.save(out)
     meas = measurements_path(out)

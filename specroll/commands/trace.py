@@ -166,8 +166,14 @@ def _import_jsonl(args: argparse.Namespace) -> int:
                          prompt_id=args.prompt_id_field, response=args.response_field,
                          response_len=args.length_field, prompt_len=args.prompt_len_field,
                          finished=args.finished_field)
-    trace = import_jsonl(args.file, cap=args.cap, fields=fields, tokenize=args.tokenize,
-                         tokenizer=args.tokenizer, default_prompt_len=args.default_prompt_len,
+    encode = None
+    if args.tokenize:
+        from specroll.real_backend import load_tokenizer
+
+        tok = load_tokenizer(args.tokenizer) if args.tokenizer else load_tokenizer()
+        encode = tok.encode
+    trace = import_jsonl(args.file, cap=args.cap, fields=fields, encode=encode,
+                         default_prompt_len=args.default_prompt_len,
                          model=args.model, temperature=args.temperature)
     write_trace(trace, args.out)
     print(f"wrote {args.out}: {len(trace):,} rollouts, {len(trace.steps)} steps, "

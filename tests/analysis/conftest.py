@@ -134,13 +134,12 @@ def write_validate_fixture(folder: Path, *, seed: int = 0) -> dict:
 @pytest.fixture(scope="session")
 def outputs(tmp_path_factory) -> Path:
     """A folder holding one output of every kind (and two simulations to compare)."""
+    from specroll.cli import main
     from specroll.policies import make_policy
     from specroll.policies._tuner import tune
     from specroll.real_backend import RolloutConfig, rollout
     from specroll.simulator import SimConfig, Simulator
     from specroll.traces import synthesize, write_trace
-
-    from specroll.cli import main
 
     root = tmp_path_factory.mktemp("outputs")
     cfg_path = root.parent / f"{root.name}-config.toml"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from specroll.analysis._mainjob import DEFAULTS, format_main, load_main_config, run_main, write_toml
 
+from specroll.analysis._mainjob import DEFAULTS, format_main, load_main_config, run_main, write_toml
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import read_toml
 

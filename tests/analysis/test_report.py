@@ -9,9 +9,9 @@ import shutil
 
 import numpy as np
 import pytest
+
 from specroll.analysis import build_report, discover, report
 from specroll.analysis._sections_tune import rank_importance
-
 from specroll.cli import main
 from specroll.core.errors import SpecrollError
 from tests.analysis.conftest import write_validate_fixture
@@ -253,7 +253,6 @@ def test_short_names_drop_the_shared_folder():
 def test_comparisons_only_within_one_workload(outputs, tmp_path):
     from specroll.policies import make_policy
     from specroll.simulator import SimConfig, Simulator
-
     from tests.analysis.conftest import SMALL
 
     root = tmp_path / "runs"

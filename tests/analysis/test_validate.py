@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from specroll.analysis import ValidateConfig, error_terms, validate
-from specroll.calibration import load_profile
 
 from specroll import policies
+from specroll.analysis import ValidateConfig, error_terms, validate
+from specroll.calibration import load_profile
 from specroll.cli import main
 from specroll.core.errors import SpecrollError
 

@@ -12,10 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from specroll.simulator import SimConfig, Simulator  # noqa: E402
-
 from benchmarks.bench_systems import all_scenarios  # noqa: E402
 from specroll.core.fileio import read_toml  # noqa: E402
+from specroll.simulator import SimConfig, Simulator  # noqa: E402
 
 
 def small_base() -> dict:

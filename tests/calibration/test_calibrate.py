@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+
 import specroll.calibration._calibrate as cal_mod
 from specroll.calibration import CostProfile, IterationBatch, get_shape, load_profile
 from specroll.calibration._costmodel import forward_time, make_consts
@@ -19,7 +20,6 @@ from specroll.calibration._measure import (
     datasheet_for_cuda_name,
     measure_peaks,
 )
-
 from specroll.cli import main
 
 TRUE = {"t_fixed": 2e-3, "t_request": 1e-4, "t_token": 2e-5, "e_bw": 0.5, "e_f": 0.3, "e_attn": 0.08,
@@ -50,7 +50,6 @@ class FakeStep:
 
 @pytest.fixture
 def fake_backend(monkeypatch):
-    monkeypatch.setattr(cal_mod, "default_step_factory", lambda: FakeStep)
     monkeypatch.setattr(cal_mod, "measure_peaks", lambda device, dtype: FAKE_CPU)
 
 
@@ -81,7 +80,7 @@ def test_measure_peaks_cpu_is_sane() -> None:
 
 
 def test_calibrate_harness_fits_the_fake(fake_backend) -> None:
-    cal = cal_mod.calibrate("smollm2-135m", "cpu", quick=False, seed=0)
+    cal = cal_mod.calibrate("smollm2-135m", "cpu", quick=False, seed=0, step_factory=FakeStep)
     prof = cal.profile
     assert prof.kind == "measured" and prof.model == "smollm2-135m" and prof.dtype == "float32"
     assert prof.heldout_mape < 0.03 and prof.extra["baseline"]["heldout_mape"] > 2 * prof.heldout_mape

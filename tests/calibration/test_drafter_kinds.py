@@ -8,9 +8,9 @@ import json
 
 import numpy as np
 import pytest
+
 from specroll.calibration import CostProfile, IterationBatch, get_shape, load_profile
 from specroll.calibration._costmodel import DTYPE_BYTES, forward_time, make_consts
-
 from specroll.core.errors import SpecrollError
 
 BASE = "h100-sxm:qwen2.5-7b"

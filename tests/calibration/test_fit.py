@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from specroll.calibration import IterationBatch, get_shape
 from specroll.calibration._costmodel import forward_time, make_consts
 from specroll.calibration._devices import DeviceSpec

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from specroll.calibration import (
     DEVICES,
     MODEL_SHAPES,
@@ -18,7 +19,6 @@ from specroll.calibration import (
     whatif_profile,
 )
 from specroll.calibration._whatif import PROFILES_DIR
-
 from specroll.core.errors import SpecrollError
 
 WHATIF_MODELS = ["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b",

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-from specroll.policies import POLICIES, PolicyState, make_policy, policy_from_dict
 
 from specroll.core.errors import SpecrollError
+from specroll.policies import POLICIES, PolicyState, make_policy, policy_from_dict
 
 
 def _state(n=3, kmax=8):

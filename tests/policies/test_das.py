@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+
 from specroll.policies import das_optimal_k, make_policy
 from specroll.policies._das import makespan_factor
 from specroll.policies._history import LONG, MEDIUM, SHORT
-
 from tests.policies.test_families import state
 
 

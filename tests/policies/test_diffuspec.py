@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from specroll.policies import POLICIES, DiffuSpecPolicy, Feedback, make_policy
-from specroll.policies._tuner import search_space
 
 from specroll.core.errors import SpecrollError
+from specroll.policies import POLICIES, DiffuSpecPolicy, Feedback, make_policy
+from specroll.policies._tuner import search_space
 
 from .test_families import state
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from specroll.policies import DRAFTERS, Drafter, NgramDrafter, SuffixDrafter, make_drafter
 
 from specroll.core.errors import SpecrollError
+from specroll.policies import DRAFTERS, Drafter, NgramDrafter, SuffixDrafter, make_drafter
 
 # ---- brute-force references (the documented semantics, by counting over the content) -----------
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from specroll.cli import main
+from specroll.core.errors import SpecrollError
 from specroll.policies import (
     DRAFTERS,
     OmniDrafter,
@@ -17,9 +20,6 @@ from specroll.policies import (
     tree_match,
 )
 from specroll.traces import read_trace, write_trace
-
-from specroll.cli import main
-from specroll.core.errors import SpecrollError
 from tests.policies.test_match import small_trace
 
 # ---- brute-force reference: counts over the content, the documented back-off walk -------------------

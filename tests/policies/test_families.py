@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from specroll.policies import PolicyState, make_policy
 
 from specroll.core.errors import SpecrollError
+from specroll.policies import PolicyState, make_policy
 
 
 def state(engine, kmax=8, conf=None, **kw):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-from specroll.policies import LONG, MEDIUM, SHORT, LengthHistory, length_class
 
 from specroll.core.errors import SpecrollError
+from specroll.policies import LONG, MEDIUM, SHORT, LengthHistory, length_class
 
 
 def test_predict_means_the_window_and_is_nan_without_history():

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from specroll.policies import compute_match_lengths
-from specroll.traces import Trace, TraceMeta, read_trace, write_trace
 
 from specroll.cli import main
 from specroll.core.errors import SpecrollError
+from specroll.policies import compute_match_lengths
+from specroll.traces import Trace, TraceMeta, read_trace, write_trace
 from tests.policies.test_drafters import naive_ngram, naive_suffix
 
 

@@ -4,8 +4,8 @@ import itertools
 
 import numpy as np
 import pytest
-from specroll.policies import make_policy, solve_mdp, threshold_structure
 
+from specroll.policies import make_policy, solve_mdp, threshold_structure
 from tests.policies.test_families import state
 
 

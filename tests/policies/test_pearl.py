@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from specroll.calibration import IterationBatch, load_profile
-from specroll.policies import PearlPolicy, make_policy, pearl_window
 
+from specroll.calibration import IterationBatch, load_profile
 from specroll.core.errors import SpecrollError
+from specroll.policies import PearlPolicy, make_policy, pearl_window
 
 from .test_families import state
 

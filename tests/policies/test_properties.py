@@ -4,6 +4,7 @@ import zlib
 
 import numpy as np
 import pytest
+
 from specroll.policies import POLICIES, Feedback, PolicyState, make_policy
 
 

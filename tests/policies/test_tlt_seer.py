@@ -1,8 +1,8 @@
 """TLT (tail activation + bucketed bandit) and Seer (marginal-benefit budget) decisions."""
 
 import numpy as np
-from specroll.policies import Feedback, make_policy
 
+from specroll.policies import Feedback, make_policy
 from tests.policies.test_families import state
 
 

@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 import pytest
-from specroll.policies import POLICIES, Policy, load_policy_file, register_policy
-from specroll.policies._tuner import search_space, tunable, tune
 
 from specroll.core.errors import SpecrollError
+from specroll.policies import POLICIES, Policy, load_policy_file, register_policy
+from specroll.policies._tuner import search_space, tunable, tune
 
 
 def _ensure_toy_family():

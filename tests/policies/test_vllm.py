@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from specroll.policies import POLICIES, make_policy, vllm_config
-from specroll.policies._vllm import batch_schedule
 
 from specroll.cli import main
 from specroll.core.errors import SpecrollError
+from specroll.policies import POLICIES, make_policy, vllm_config
+from specroll.policies._vllm import batch_schedule
 
 # Option names of vLLM's SpeculativeConfig (vllm/config/speculative.py) that the export may use.
 VLLM_KEYS = {"method", "num_speculative_tokens", "num_speculative_tokens_per_batch_size",

@@ -9,12 +9,12 @@ speculative policy; the sweeps over every registered family are marked slow.
 from __future__ import annotations
 
 import pytest
-from specroll.policies import make_policy
-from specroll.real_backend import Engine, RolloutConfig, arithmetic_prompts, load_backend, rollout
-from specroll.real_backend._workload import step_requests
 
 from specroll import policies
 from specroll.core.errors import SpecrollError
+from specroll.policies import make_policy
+from specroll.real_backend import Engine, RolloutConfig, arithmetic_prompts, load_backend, rollout
+from specroll.real_backend._workload import step_requests
 from tests.real_backend.test_engine_toy import ScriptDrafter
 
 MAX_NEW = 24

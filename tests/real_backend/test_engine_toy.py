@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from specroll.policies import Policy, make_policy
 from specroll.real_backend._engine import Engine
 from specroll.real_backend._toy import ToyLM

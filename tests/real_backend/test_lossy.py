@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+
+from specroll.cli import main
+from specroll.core.errors import SpecrollError
 from specroll.real_backend import RolloutConfig, make_accept_rule, rollout
 from specroll.real_backend._lossy import Verify
 from specroll.real_backend._sampling import keyed_sample, keyed_uniform
 from specroll.real_backend._toy import ToyLM
-
-from specroll.cli import main
-from specroll.core.errors import SpecrollError
 
 BASE = dict(model="toy", prompts=3, samples=2, steps=3, max_new_tokens=40, max_batch=4, seed=5,
             temperature=0.8, policy="fixed", params={"k": 4}, drafter="prevrollout")

@@ -6,10 +6,10 @@ import os
 
 import pytest
 import torch
-from specroll.calibration import MODEL_SHAPES
-from specroll.real_backend import KVCache, ModelConfig, Transformer, load_model, load_tokenizer
 
+from specroll.calibration import MODEL_SHAPES
 from specroll.core.errors import SpecrollError
+from specroll.real_backend import KVCache, ModelConfig, Transformer, load_model, load_tokenizer
 
 from .test_model_common import TINY, needs_gguf, tiny_model
 
@@ -168,8 +168,9 @@ def test_smollm2_loads_from_the_gguf_and_answers_sensibly():
 @pytest.mark.slow  # transformers dequantizes the GGUF itself: ~35 s
 def test_smollm2_logits_match_transformers_loading_the_same_gguf():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from specroll.real_backend import model_file
     from transformers import AutoModelForCausalLM
+
+    from specroll.real_backend import model_file
 
     path = model_file()
     hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,

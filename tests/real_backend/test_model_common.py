@@ -6,6 +6,7 @@ import importlib.util
 
 import pytest
 import torch
+
 from specroll.real_backend import ModelConfig, Transformer
 from specroll.real_backend._model import _random_init
 

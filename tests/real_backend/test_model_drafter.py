@@ -9,12 +9,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+
+from specroll.core.errors import SpecrollError
 from specroll.policies import make_policy
 from specroll.real_backend import Engine, KVCache, LayerSkipDrafter, ToyLM, Transformer, make_accept_rule
 from specroll.real_backend._sampling import keyed_sample
 from specroll.real_backend._workload import RolloutRequest
-
-from specroll.core.errors import SpecrollError
 from tests.real_backend.test_model_common import TINY, tiny_model
 
 CFG = replace(TINY, n_layers=4, max_ctx=160)

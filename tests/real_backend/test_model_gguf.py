@@ -6,10 +6,10 @@ import importlib.util
 
 import numpy as np
 import pytest
-from specroll.real_backend import _gguf
-from specroll.real_backend._gguf import _unpermute, model_file, read_gguf
 
 from specroll.core.errors import SpecrollError
+from specroll.real_backend import _gguf
+from specroll.real_backend._gguf import _unpermute, model_file, read_gguf
 
 
 def _llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:

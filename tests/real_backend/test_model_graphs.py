@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from specroll.real_backend import KVCache
 from specroll.real_backend._graphs import (
     GraphKey,

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from specroll.real_backend import RolloutConfig, rollout
 
 from specroll import policies
 from specroll.cli import main
 from specroll.core.errors import SpecrollError
+from specroll.real_backend import RolloutConfig, rollout
 from tests.real_backend.test_engine_toy import hash_sampler
 
 BASE = dict(model="toy", prompts=3, samples=2, steps=3, max_new_tokens=40, max_batch=4, seed=5,

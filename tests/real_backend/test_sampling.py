@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+
 from specroll.real_backend._sampling import _ROW_CHUNK, keyed_sample, keyed_uniform, row_hash, top_p_mask
 
 

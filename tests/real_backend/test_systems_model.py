@@ -10,8 +10,8 @@ token differs.
 from __future__ import annotations
 
 import pytest
-from specroll.real_backend import RolloutConfig, rollout
 
+from specroll.real_backend import RolloutConfig, rollout
 from tests.real_backend.test_engine_model import smol  # noqa: F401  (the module-scoped fixture)
 
 CFG = dict(model="smollm2-135m", prompts=2, samples=2, steps=2, max_new_tokens=40, max_batch=4, seed=3,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from specroll.calibration import MODEL_SHAPES
-from specroll.real_backend import make_timing_step
 
+from specroll.calibration import MODEL_SHAPES
 from specroll.core.errors import SpecrollError
+from specroll.real_backend import make_timing_step
 
 
 @pytest.fixture(scope="module")

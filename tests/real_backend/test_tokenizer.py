@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from specroll.real_backend import load_tokenizer
 
 from specroll.core.errors import SpecrollError
+from specroll.real_backend import load_tokenizer
 
 from .test_model_common import needs_gguf
 

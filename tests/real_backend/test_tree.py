@@ -8,10 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+
 from specroll.policies import make_policy, tree_match
 from specroll.real_backend import KVCache
 from specroll.real_backend._tree import accept_tree, build_tree, move_accepted_kv
-
 from tests.real_backend.test_model_common import TINY, tiny_model
 from tests.real_backend.test_model_drafter import engine, requests
 

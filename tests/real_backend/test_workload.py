@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from specroll.core.errors import SpecrollError
 from specroll.real_backend._workload import (
     arithmetic_prompts,
     check_answer,
@@ -12,8 +14,6 @@ from specroll.real_backend._workload import (
     load_prompts_file,
     step_requests,
 )
-
-from specroll.core.errors import SpecrollError
 
 
 def test_arithmetic_prompts_are_seeded_and_prefix_stable():

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from specroll.simulator import ParametricAcceptance, StepRollouts, TraceAcceptance
-from specroll.simulator._acceptance import match_from_failures
 
 from specroll.core.errors import SpecrollError
+from specroll.simulator import ParametricAcceptance, StepRollouts, TraceAcceptance
+from specroll.simulator._acceptance import match_from_failures
 
 
 def _rollouts(lens, step=0):

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from specroll.calibration import IterationBatch, load_profile
 from specroll.policies import POLICIES, make_policy
 from specroll.simulator import EngineSpec, ParametricAcceptance, StepKernel, StepRollouts

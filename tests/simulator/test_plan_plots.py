@@ -1,9 +1,8 @@
 import json
 
+from specroll.cli import main
 from specroll.policies import make_policy
 from specroll.simulator import SimConfig, batch_size_over_time, fewest_engines, plot_batch_size
-
-from specroll.cli import main
 
 CFG = """
 seed = 1

@@ -1,10 +1,10 @@
 import json
 
 import pytest
-from specroll.simulator import WALL_KEYS, SimConfig, Simulator, simulate, simulate_policies
 
 from specroll.cli import main
 from specroll.core.errors import SpecrollError
+from specroll.simulator import WALL_KEYS, SimConfig, Simulator, simulate, simulate_policies
 
 SMALL = """
 seed = 3

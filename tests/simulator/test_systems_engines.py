@@ -5,7 +5,9 @@ import copy
 
 import numpy as np
 import pytest
+
 from specroll.calibration import IterationBatch, load_profile
+from specroll.core.errors import SpecrollError
 from specroll.policies import make_policy
 from specroll.simulator import (
     EngineSpec,
@@ -15,8 +17,6 @@ from specroll.simulator import (
     StepKernel,
     TraceAcceptance,
 )
-
-from specroll.core.errors import SpecrollError
 
 from .test_simulate import SMALL
 from .test_window import _assert_same, _rollouts, _run, _with_trace_columns

@@ -4,6 +4,8 @@ replays, and the fast path."""
 
 import numpy as np
 import pytest
+
+from specroll.core.errors import SpecrollError
 from specroll.policies import make_policy
 from specroll.simulator import (
     LossyAcceptance,
@@ -13,8 +15,6 @@ from specroll.simulator import (
     TraceAcceptance,
 )
 from specroll.simulator._lossy import chain_match
-
-from specroll.core.errors import SpecrollError
 
 from .test_systems_engines import conserved, run, small
 from .test_window import _assert_same, _rollouts, _run, _with_trace_columns

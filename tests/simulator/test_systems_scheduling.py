@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+
+from specroll.core.errors import SpecrollError
 from specroll.policies import make_policy
 from specroll.simulator import (
     EngineSpec,
@@ -15,8 +17,6 @@ from specroll.simulator import (
     StepRollouts,
 )
 from specroll.simulator._workload import dispatch
-
-from specroll.core.errors import SpecrollError
 
 from .test_systems_engines import conserved, run, small
 from .test_window import ToyCost

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 import specroll.simulator._window as window
 import specroll.simulator._windowparts as windowparts
 from specroll.calibration import CostProfile, load_profile

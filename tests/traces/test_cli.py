@@ -8,9 +8,9 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from specroll.traces import read_trace
 
 from specroll.cli import main
+from specroll.traces import read_trace
 
 from .test_schema import _write_raw, bad_cases
 
@@ -101,9 +101,9 @@ def test_cli_match_plumbing_calls_compute_match_lengths(tmp_path, monkeypatch, c
     # The drafters live in policies/ (another package); check only that the command passes the
     # trace, drafter name and parameters through and writes what it returns.
     import numpy as np
-    from specroll.traces import write_trace
 
     from specroll import policies
+    from specroll.traces import write_trace
 
     from .conftest import make_small_trace
 

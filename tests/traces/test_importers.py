@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from specroll.core.errors import SpecrollError
 from specroll.traces import (
     JsonlFields,
     import_jsonl,
@@ -14,8 +16,6 @@ from specroll.traces import (
     synthesize,
     write_trace,
 )
-
-from specroll.core.errors import SpecrollError
 
 MINI = Path(__file__).parent / "data" / "servegen-mini"
 

@@ -7,10 +7,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from specroll.traces import Trace, TraceMeta, TraceWriter, read_trace, write_trace
-from specroll.traces._schema import META_KEY
 
 from specroll.core.errors import SpecrollError
+from specroll.traces import Trace, TraceMeta, TraceWriter, read_trace, write_trace
+from specroll.traces._schema import META_KEY
 
 from .conftest import make_small_trace
 

@@ -4,9 +4,9 @@ import hashlib
 
 import numpy as np
 import pytest
-from specroll.traces import PRESETS, read_trace, synthesize, synthesize_to_file, trace_stats, with_overrides
 
 from specroll.core.errors import SpecrollError
+from specroll.traces import PRESETS, read_trace, synthesize, synthesize_to_file, trace_stats, with_overrides
 
 
 def _sha(path):
