@@ -8,6 +8,7 @@ import math
 import numbers
 from typing import Any
 
+from specroll.core.config import parse
 from specroll.core.errors import SpecrollError
 
 
@@ -19,8 +20,9 @@ def build_params(params_cls: type, params: dict[str, Any], *, owner: str, field:
     if unknown:
         raise SpecrollError(f"{owner} has no parameter {', '.join(repr(u) for u in unknown)}", field=field,
                             fix=f"use parameters among: {', '.join(sorted(fields)) or '(none)'}")
+    checked = parse(params_cls, params, prefix=field)  # types and declared ranges
     try:
-        return params_cls(**params)
+        return params_cls(**{k: getattr(checked, k) for k in params})
     except (TypeError, ValueError) as exc:
         raise SpecrollError(f"{owner}: {exc}", field=field) from None
 

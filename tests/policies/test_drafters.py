@@ -103,7 +103,7 @@ def test_registry_and_metadata():
     ("suffix", {"depth": 0}, "depth"),
     ("suffix", {"window": 0}, "window"),
     ("suffix", {"min_prob": 1.5}, "min_prob"),
-    ("suffix", {"min_prob": "abc"}, "min_prob must be a number"),
+    ("suffix", {"min_prob": "abc"}, "min_prob': must be a finite number"),
     ("suffix", {"spec_factor": -1}, "spec_factor"),
     ("suffix", {"siblings": "yes"}, "siblings"),
     ("ngram", {"min_ngram": 3, "max_ngram": 2}, "min_ngram"),
