@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -228,7 +227,6 @@ def main() -> None:
     if args.arctic_worker:  # inside the arctic venv: read the workload, print the result
         print(json.dumps(run_arctic(*_load(args.arctic_worker))))
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     rng = np.random.default_rng(args.seed)
     if args.trace:
         prompt, resps = from_trace(args.trace, args.rollouts + args.requests)

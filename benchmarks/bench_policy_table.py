@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("SPECROLL_PROGRESS", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,9 +88,8 @@ def hybrid_policy(batch: int):
 
 
 def tune_family(family: str, args: argparse.Namespace, cfg_path: Path, out: Path) -> tuple[object, dict]:
-    from specroll.commands.tune import TuneSetup
-    from specroll.policies._tuner import tune
-    from specroll.simulator import SimConfig
+    from specroll.policies import tune
+    from specroll.simulator import SimConfig, TuneSetup
 
     seeds = [int(s) for s in args.tune_seeds.split(",")]
     configs = [SimConfig.from_dict(scenario(cfg_path, args.scale, s, acceptance=args.acc), file=str(cfg_path))
@@ -131,9 +129,9 @@ def main() -> None:
     ap.add_argument("--decompose", default="8,32,64",
                     help="batch sizes splitting the oracle's lead over fixed k=kmax ('' for none)")
     args = ap.parse_args()
-    from specroll.commands.trace import parse_params
+    from specroll.core.kv import parse_pairs
 
-    args.acc = parse_params(args.acceptance)
+    args.acc = parse_pairs(args.acceptance, "--acceptance")
 
     from specroll.core.fileio import atomic_write, write_json
     from specroll.policies import make_policy

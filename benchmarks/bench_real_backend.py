@@ -16,9 +16,7 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("SPECROLL_PROGRESS", "0")
 
 import numpy as np  # noqa: E402

@@ -23,18 +23,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from specroll.core.kv import parse_pairs
+
 os.environ.setdefault("SPECROLL_PROGRESS", "0")
 
 
 def _param(text: str) -> tuple[str, object]:
-    import tomllib
-
-    key, _, value = text.partition("=")
-    try:
-        return key, tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key, value
+    (key, value), = parse_pairs([text]).items()
+    return key, value
 
 
 def main() -> None:

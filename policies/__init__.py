@@ -39,6 +39,7 @@ from specroll.policies._state import (
 from specroll.policies._suffix import SuffixDrafter
 from specroll.policies._threshold import ThresholdPolicy
 from specroll.policies._tlt import TLTPolicy
+from specroll.policies._tuner import TuneResult, search_space, tunable, tune
 from specroll.policies._vllm import VllmExport, vllm_config
 
 __all__ = [
@@ -88,4 +89,8 @@ __all__ = [
     "solve_mdp",
     "threshold_structure",
     "vllm_config",
+    "TuneResult",
+    "search_space",
+    "tunable",
+    "tune",
 ]

@@ -26,6 +26,15 @@ from specroll.simulator._plots import batch_size_over_time, plot_batch_size
 from specroll.simulator._result import WALL_KEYS, SimResult
 from specroll.simulator._simulate import Simulator, simulate, simulate_policies
 from specroll.simulator._step import EngineSpec, StepOutcome
+from specroll.simulator._tuning import (
+    TuneOutcome,
+    TuneSetup,
+    TuneTable,
+    load_tune_config,
+    tune_family,
+    tune_setup,
+)
+from specroll.simulator._workload import load_trace
 
 __all__ = [
     "ACCEPTANCE",
@@ -56,4 +65,11 @@ __all__ = [
     "plot_batch_size",
     "simulate",
     "simulate_policies",
+    "TuneOutcome",
+    "TuneSetup",
+    "TuneTable",
+    "load_trace",
+    "load_tune_config",
+    "tune_family",
+    "tune_setup",
 ]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from specroll.core.config import check_kwargs
 from specroll.core.errors import SpecrollError
 from specroll.core.registry import Registry
 
@@ -135,12 +136,11 @@ ACCEPTANCE: Registry[Callable[..., AcceptanceSource]] = Registry("acceptance sou
 
 def make_acceptance(name: str, params: dict[str, Any] | None = None, *, file: str | None = None
                     ) -> AcceptanceSource:
+    """The acceptance source ``name`` with ``params`` (names and types checked against its
+    constructor: one clear error for an unknown parameter or a wrong type)."""
     factory = ACCEPTANCE.get(name, file=file, field="acceptance.source")
-    try:
-        return factory(**(params or {}))
-    except TypeError as exc:
-        raise SpecrollError(f"acceptance source '{name}': {exc}", file=file, field="acceptance",
-                            fix="see docs/simulator.md for its parameters") from None
+    kwargs = check_kwargs(factory, params or {}, file=file, prefix="acceptance")
+    return factory(**kwargs)
 
 
 # --- counter-based hashing: uniform draws keyed by (seed, step, prompt_id, sample, position) ------

@@ -12,123 +12,148 @@ seed = 0                      # acceptance draws (and the synthetic trace unless
 [lossy]    method = "judge", p = 0.3                                  # lossy acceptance on top
 [partial]  enabled = true, concurrency = 4096, target = 8192          # partial rollouts (CoPRIS)
 ```
+
+Every section is a declared model (specroll.core.config): types strict, ranges declared, unknown
+keys refused, each error one line naming the file, the field path and the fix.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
+from pydantic import Field, PrivateAttr, model_validator
+
+from specroll.core.config import ConfigModel, FieldError, parse
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import read_toml
 
 DISPATCH = ("round-robin", "least-loaded", "longest-predicted-first", "histopipe", "long-dedicated")
+Dispatch = Literal["round-robin", "least-loaded", "longest-predicted-first", "histopipe", "long-dedicated"]
+# Tensor parallelism past one node (8 GPUs) and 64 engines' worth of GPUs is not a rollout engine
+# any serving system builds; larger values are typos (tp = 1000 made training time vanish).
+MAX_TP = 64
 
 
-@dataclass
-class ClusterConfig:
-    engines: int = 8
-    tp: int = 1
-    max_batch: int = 256
-    dispatch: str = "round-robin"
-    kv_watermark: float = 0.01
-    kv_capacity_tokens: int | None = None
-    """override the profile's KV capacity per engine (tokens)."""
-    long_engines: int | None = None
-    """``long-dedicated`` dispatch (StreamRL): engines reserved for the predicted long tail
-    (default engines // 8, at least 1)."""
-    long_frac: float = 0.1
-    """``long-dedicated``: fraction of a step's rollouts, longest predicted first, sent to them."""
+class ClusterConfig(ConfigModel):
+    engines: int = Field(8, ge=1, le=100_000, description="rollout engines (data-parallel replicas)")
+    tp: int = Field(1, ge=1, le=MAX_TP, description="tensor-parallel GPUs per engine")
+    max_batch: int = Field(256, ge=1, le=65_536, description="requests one engine runs at once")
+    dispatch: Dispatch = Field("round-robin", description="how a step's rollouts go to engines")
+    kv_watermark: float = Field(0.01, ge=0.0, lt=1.0,
+                                description="fraction of the KV budget admission keeps free")
+    kv_capacity_tokens: int | None = Field(None, ge=1,
+                                           description="override the profile's KV capacity per engine")
+    long_engines: int | None = Field(None, ge=1, description="long-dedicated dispatch (StreamRL): "
+                                     "engines reserved for the predicted long tail (default engines // 8)")
+    long_frac: float = Field(0.1, gt=0.0, lt=1.0, description="long-dedicated: fraction of a step's "
+                             "rollouts, longest predicted first, sent to them")
+
+    @model_validator(mode="after")
+    def _long_engines_fit(self) -> ClusterConfig:
+        if self.long_engines is not None and self.long_engines >= self.engines:
+            raise FieldError("long_engines", f"must be < engines ({self.engines}), got {self.long_engines}",
+                             "reserve fewer engines for the long tail")
+        return self
 
 
-@dataclass
-class ModelConfig:
-    name: str = "qwen2.5-7b"
-    profile: str | None = None
-    """builtin profile name (DEVICE:MODEL[:tpN]) or a JSON path; default h100-sxm:NAME[:tpN]."""
+class ModelConfig(ConfigModel):
+    name: str = Field("qwen2.5-7b", description="model shape (specroll calibrate --show lists them)")
+    profile: str | None = Field(None, description="cost profile: built-in DEVICE:MODEL[:tpN] or a JSON "
+                                "path (required: there is no silent default device)")
 
 
-@dataclass
-class WorkloadConfig:
-    trace: str | None = None
-    preset: str | None = None
-    prompts: int | None = None
-    samples: int | None = None
-    steps: int | None = None
+class WorkloadConfig(ConfigModel):
+    trace: str | None = Field(None, description="a trace file (Parquet), relative to the config")
+    preset: str | None = Field(None, description="a synthetic preset (specroll trace synth --help)")
+    prompts: int | None = Field(None, ge=1, le=10_000_000)
+    samples: int | None = Field(None, ge=1, le=100_000)
+    steps: int | None = Field(None, ge=1, le=100_000)
     seed: int | None = None
-    history_window: int = 4
-    """steps of length history behind predicted_len (LengthHistory window)."""
+    history_window: int = Field(4, ge=1, description="steps of length history behind predicted_len")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkloadConfig:
+        if (self.trace is None) == (self.preset is None):
+            raise FieldError("", "give exactly one of workload.trace and workload.preset",
+                             'set trace = "FILE.parquet" or preset = "math-16k"')
+        return self
 
 
-@dataclass
-class PolicyConfig:
+class PolicyConfig(ConfigModel):
     name: str = "ar"
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class AcceptanceConfig:
+class _Flattened(ConfigModel):
+    """A table whose keys other than its selector are the selected component's parameters."""
+
+    _selector: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or set(data) <= {cls._selector, "params"}:
+            return data
+        sel = cls._selector
+        rest = {k: v for k, v in data.items() if k != sel}
+        return {sel: data[sel], "params": rest} if sel in data else {"params": rest}
+
+
+class AcceptanceConfig(_Flattened):
+    _selector: ClassVar[str] = "source"
     source: str = "parametric"
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class TrainConfig:
+class LossyConfig(_Flattened):
+    """Lossy acceptance on top of the acceptance source (simulator/_lossy.py)."""
+
+    _selector: ClassVar[str] = "method"
+    method: str | None = Field(None, description="judge | entropy | spec-rl (None: lossless)")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(ConfigModel):
     """Training phase of each RL step: FLOPs of the policy update over the step's tokens."""
 
     enabled: bool = True
-    model: str | None = None
-    """shape of the trained model (default: [model].name)."""
-    passes: float = 8.0
-    """FLOPs per parameter per token: 6 (forward + backward) + 2 (old/reference log-probs)."""
-    mfu: float = 0.4
-    peak_flops: float | None = None
-    """per GPU; default: the profile's device peak."""
-    gpus: int | None = None
-    """GPUs that train (default engines x tp: colocated training)."""
-    sync_gbps: float = 100.0
-    """weight-sync bandwidth, GB/s, to broadcast the new weights to the engines."""
+    model: str | None = Field(None, description="shape of the trained model (default: [model].name)")
+    passes: float = Field(8.0, ge=0.0, le=100.0, description="FLOPs per parameter per token: 6 "
+                          "(forward + backward) + 2 (old/reference log-probs)")
+    mfu: float = Field(0.4, gt=0.0, le=1.0, description="model FLOPs utilization of training")
+    peak_flops: float | None = Field(None, gt=0.0, description="per GPU; default: the profile's device")
+    gpus: int | None = Field(None, ge=1, description="GPUs that train (default engines x tp: colocated)")
+    sync_gbps: float = Field(100.0, gt=0.0, description="weight-sync bandwidth, GB/s")
 
 
-@dataclass
-class LossyConfig:
-    """Lossy acceptance on top of the acceptance source (simulator/_lossy.py)."""
-
-    method: str | None = None
-    """judge | entropy | spec-rl (None: lossless)."""
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class PartialConfig:
+class PartialConfig(ConfigModel):
     """Partial rollouts (CoPRIS): fixed concurrency, the step stops once ``target`` rollouts are done;
     unfinished ones keep their progress and resume in the next step under the new weights."""
 
     enabled: bool = False
-    concurrency: int | None = None
-    """rollouts in flight across the cluster (split evenly over engines; default engines x max_batch)."""
-    target: int | None = None
-    """completed rollouts that end a step (default: the step's rollouts in the trace)."""
+    concurrency: int | None = Field(None, ge=1, description="rollouts in flight across the cluster")
+    target: int | None = Field(None, ge=1, description="completed rollouts that end a step")
 
 
-@dataclass
-class SimConfig:
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    drafter: dict[str, Any] | None = None
-    """the drafter's cost (calibration drafter spec) replacing the profile's; None: the profile's."""
-    lossy: LossyConfig = field(default_factory=LossyConfig)
-    partial: PartialConfig = field(default_factory=PartialConfig)
+class SimConfig(ConfigModel):
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    workload: WorkloadConfig
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    acceptance: AcceptanceConfig = Field(default_factory=AcceptanceConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    drafter: dict[str, Any] | None = Field(None, description="the drafter's cost (calibration drafter "
+                                           "spec) replacing the profile's; None: the profile's")
+    lossy: LossyConfig = Field(default_factory=LossyConfig)
+    partial: PartialConfig = Field(default_factory=PartialConfig)
     seed: int = 0
-    file: str | None = None
-    """the TOML file this came from (error messages, relative paths)."""
+    _file: str | None = PrivateAttr(None)
+
+    @property
+    def file(self) -> str | None:
+        """The TOML file this came from (error messages, relative paths)."""
+        return self._file
 
     # --- construction --------------------------------------------------------------------------
     @classmethod
@@ -137,90 +162,38 @@ class SimConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, file: str | None = None) -> SimConfig:
-        d = copy.deepcopy(d)
-        d.pop("tune", None)  # the tuner's table (specroll tune): a tuning config simulates as is
-        top = {"cluster", "model", "workload", "policy", "acceptance", "train", "drafter", "lossy", "partial",
-               "seed"}
-        _no_unknown(d, top, "", file)
-        cfg = cls(file=file, seed=_int(d.get("seed", 0), "seed", file))
-        for name, typ in (("cluster", ClusterConfig), ("model", ModelConfig), ("workload", WorkloadConfig),
-                          ("train", TrainConfig), ("partial", PartialConfig)):
-            sec = d.get(name, {})
-            if not isinstance(sec, dict):
-                raise SpecrollError("must be a table", file=file, field=name, fix=f"write [{name}]")
-            _no_unknown(sec, {f.name for f in dataclasses.fields(typ)}, name + ".", file)
-            setattr(cfg, name, typ(**sec))
-        pol = dict(d.get("policy", {}))
-        _no_unknown(pol, {"name", "params"}, "policy.", file)
-        cfg.policy = PolicyConfig(name=str(pol.get("name", "ar")), params=dict(pol.get("params", {})))
-        acc = dict(d.get("acceptance", {}))
-        source = str(acc.pop("source", "parametric"))
-        cfg.acceptance = AcceptanceConfig(source=source, params=acc)
-        for name in ("drafter", "lossy"):
-            if not isinstance(d.get(name, {}), dict):
-                raise SpecrollError("must be a table", file=file, field=name, fix=f"write [{name}]")
-        if d.get("drafter"):
-            cfg.drafter = dict(d["drafter"])
-        lossy = dict(d.get("lossy", {}))
-        method = lossy.pop("method", None)
-        cfg.lossy = LossyConfig(method=None if method is None else str(method), params=lossy)
+        d = {k: v for k, v in d.items() if k != "tune"}  # a tuning config simulates as is
+        cfg = parse(cls, d, file=file)
+        cfg._file = file
         cfg.validate()
         return cfg
 
     def replace(self, **sections: Any) -> SimConfig:
         """A deep copy with some fields replaced (e.g. ``cluster=...``), validated."""
-        new = copy.deepcopy(self)
+        new = self.model_copy(deep=True)
         for k, v in sections.items():
             setattr(new, k, v)
         new.validate()
         return new
 
-    # --- validation ----------------------------------------------------------------------------
-    def validate(self) -> None:
+    # --- validation beyond each field's own declaration ---------------------------------------
+    def validate(self) -> None:  # type: ignore[override]
+        """What needs more than one field or the file system: the profile, the trace file, the policy
+        and acceptance parameters. Run after any change (the CLI's overrides)."""
         f = self.file
-        c = self.cluster
-        for name in ("engines", "tp", "max_batch"):
-            v = getattr(c, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise SpecrollError(f"must be a positive integer, got {v!r}", file=f, field=f"cluster.{name}",
-                                    fix=f"set cluster.{name} >= 1")
-        if c.dispatch not in DISPATCH:
-            raise SpecrollError(f"unknown dispatch '{c.dispatch}'", file=f, field="cluster.dispatch",
-                                fix=f"use one of: {', '.join(DISPATCH)}")
-        if not 0.0 <= float(c.kv_watermark) < 1.0:
-            raise SpecrollError("must be in [0, 1)", file=f, field="cluster.kv_watermark")
-        if c.kv_capacity_tokens is not None and int(c.kv_capacity_tokens) < 1:
-            raise SpecrollError("must be >= 1", file=f, field="cluster.kv_capacity_tokens")
+        if self.model.profile is None:
+            from specroll.calibration import builtin_names
+
+            choices = [n for n in builtin_names() if n.endswith(":" + self.model.name)]
+            example = choices[0] if choices else f"h100-sxm:{self.model.name}"
+            raise SpecrollError("no cost profile (which device prices the iterations?)", file=f,
+                                field="model.profile",
+                                fix=f'set [model] profile = "{example}"; built-in for {self.model.name}: '
+                                    f"{', '.join(choices) or 'none'}; or a profile JSON (specroll calibrate)")
         w = self.workload
-        if (w.trace is None) == (w.preset is None):
-            raise SpecrollError("give exactly one of workload.trace and workload.preset", file=f,
-                                field="workload", fix='set trace = "FILE.parquet" or preset = "math-16k"')
         if w.trace is not None and not self.trace_path().is_file():
             raise SpecrollError(f"trace file not found: {self.trace_path()}", file=f, field="workload.trace",
                                 fix="check the path (relative paths are relative to the config file)")
-        for name in ("prompts", "samples", "steps"):
-            v = getattr(w, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise SpecrollError(f"must be a positive integer, got {v!r}", file=f,
-                                    field=f"workload.{name}")
-        if int(w.history_window) < 1:
-            raise SpecrollError("must be >= 1", file=f, field="workload.history_window")
-        t = self.train
-        if t.passes < 0 or not 0.0 < t.mfu <= 1.0 or t.sync_gbps <= 0:
-            raise SpecrollError("need passes >= 0, 0 < mfu <= 1, sync_gbps > 0", file=f, field="train")
-        if c.long_engines is not None and (not isinstance(c.long_engines, int) or not 1 <= c.long_engines
-                                           < c.engines):
-            raise SpecrollError(f"must be an integer in [1, engines - 1], got {c.long_engines!r}", file=f,
-                                field="cluster.long_engines", fix="reserve fewer engines for the long tail")
-        if not 0.0 < float(c.long_frac) < 1.0:
-            raise SpecrollError(f"must be in (0, 1), got {c.long_frac!r}", file=f, field="cluster.long_frac")
-        pa = self.partial
-        for name in ("concurrency", "target"):
-            v = getattr(pa, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise SpecrollError(f"must be a positive integer, got {v!r}", file=f, field=f"partial.{name}")
-        if not isinstance(pa.enabled, bool):
-            raise SpecrollError("must be true or false", file=f, field="partial.enabled")
         self.make_policy()  # unknown policy or parameter -> error naming the file
         self.make_acceptance()
         if self.drafter is not None:
@@ -260,6 +233,7 @@ class SimConfig:
             return make_policy(self.policy.name, **self.policy.params)
         except SpecrollError as exc:
             field_ = "policy.name" if exc.field in (None, "policy") else f"policy.params.{exc.field}"
+            field_ = field_.replace("policy.params.policy.params.", "policy.params.")
             raise SpecrollError(exc.what, file=self.file, field=field_, fix=exc.fix) from None
 
     def trace_path(self) -> Path:
@@ -269,17 +243,17 @@ class SimConfig:
         return p
 
     def profile_name(self) -> str:
-        if self.model.profile:
-            p = Path(self.model.profile)
-            if self.file is not None and not p.is_absolute() and (Path(self.file).parent / p).is_file():
-                return str(Path(self.file).parent / p)
-            return self.model.profile
-        tp = f":tp{self.cluster.tp}" if self.cluster.tp > 1 else ""
-        return f"h100-sxm:{self.model.name}{tp}"
+        """model.profile, a path made relative to the config file when it names a file there."""
+        if self.model.profile is None:
+            raise SpecrollError("no cost profile", file=self.file, field="model.profile",
+                                fix='set [model] profile = "h100-sxm:MODEL" or a profile JSON')
+        p = Path(self.model.profile)
+        if self.file is not None and not p.is_absolute() and (Path(self.file).parent / p).is_file():
+            return str(Path(self.file).parent / p)
+        return self.model.profile
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("file")
+        d = self.model_dump(mode="python")
         acc = d.pop("acceptance")
         d["acceptance"] = {"source": acc["source"], **acc["params"]}
         lossy = d.pop("lossy")
@@ -288,16 +262,3 @@ class SimConfig:
         if d["drafter"] is None:
             d.pop("drafter")
         return d
-
-
-def _no_unknown(d: dict[str, Any], known: set[str], prefix: str, file: str | None) -> None:
-    bad = sorted(set(d) - known)
-    if bad:
-        raise SpecrollError(f"unknown key '{prefix}{bad[0]}'", file=file, field=f"{prefix}{bad[0]}",
-                            fix=f"use one of: {', '.join(sorted(known))}")
-
-
-def _int(v: Any, name: str, file: str | None) -> int:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise SpecrollError(f"must be an integer, got {v!r}", file=file, field=name)
-    return v

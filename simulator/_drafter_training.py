@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from specroll.core.config import check_kwargs
 from specroll.core.errors import SpecrollError
 from specroll.simulator._acceptance import (
     ACCEPTANCE,
@@ -60,7 +61,7 @@ class AdaptiveDrafterAcceptance(AcceptanceSource):
         self.alpha0, self.alpha_max = float(alpha0), float(alpha_max)
         self.tokens_scale, self.train_tokens_per_s = float(tokens_scale), float(train_tokens_per_s)
         self.drop, self.warm_tokens = float(drop), float(warm_tokens)
-        self.parametric = dict(parametric)
+        self.parametric = check_kwargs(ParametricAcceptance, parametric, prefix="acceptance")
         self._check = ParametricAcceptance(alpha=self.alpha_max, **self.parametric)  # validates the rest
         self.kmax = self._check.kmax
         self.start_run()

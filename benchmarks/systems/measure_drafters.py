@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 TRACE = ROOT / "examples" / "data" / "cpu-smollm2-train.parquet"
 

@@ -3,24 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
-from specroll.core.errors import SpecrollError
-
-
-def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
-    """``k=v`` pairs; values parsed as JSON when they are JSON (numbers, booleans), else strings."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SpecrollError(f"expected k=v, got '{item}'", field=flag, fix=f"write {flag} name=value")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
+from specroll.core.kv import parse_pairs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,13 +51,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = RolloutConfig(
         model=args.model, device=args.device, dtype=args.dtype, policy=args.policy,
-        params=_kv(args.param, "--param"), policy_file=args.policy_file, drafter=args.drafter,
-        drafter_params=_kv(args.drafter_param, "--drafter-param"),
+        params=parse_pairs(args.param, "--param"), policy_file=args.policy_file, drafter=args.drafter,
+        drafter_params=parse_pairs(args.drafter_param, "--drafter-param"),
         prompts=args.prompts if args.prompts is not None or args.prompts_file else 8,
         prompts_file=args.prompts_file, samples=args.samples, steps=args.steps,
         max_new_tokens=args.max_new_tokens, max_batch=args.max_batch, seed=args.seed,
         temperature=args.temperature, top_p=args.top_p, perturb=args.perturb, accept=args.accept,
-        accept_params=_kv(args.accept_param, "--accept-param"))
+        accept_params=parse_pairs(args.accept_param, "--accept-param"))
     say(f"rollout: {cfg.model} on {cfg.device}, policy {cfg.policy_file or cfg.policy}, "
         f"drafter {cfg.drafter}")
     with progress(desc="tokens", unit="tok") as bar:

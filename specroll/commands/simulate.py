@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from specroll.core.kv import parse_pairs
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulate RL steps of a rollout cluster under a speculation policy",
@@ -35,7 +37,6 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
 
 def load_config(args: argparse.Namespace) -> Any:
     """The config with the command line's policy and seed overrides applied (validated)."""
-    from specroll.commands.trace import parse_params
     from specroll.simulator import SimConfig
 
     cfg = SimConfig.from_toml(args.config)
@@ -48,7 +49,7 @@ def load_config(args: argparse.Namespace) -> Any:
         if args.policy != cfg.policy.name:
             cfg.policy.params = {}
         cfg.policy.name = args.policy
-    cfg.policy.params.update(parse_params(args.param))
+    cfg.policy.params.update(parse_pairs(args.param))
     if args.seed is not None:
         cfg.seed = args.seed
         cfg.workload.seed = args.seed

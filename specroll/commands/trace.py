@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from specroll.core.errors import SpecrollError
+from specroll.core.kv import parse_pairs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -197,7 +197,7 @@ def _match(args: argparse.Namespace) -> int:
             raise SpecrollError(f"the trace has no '{col}' column", file=args.trace, field=col,
                                 fix="match lengths need token ids: record the trace with the real backend "
                                 "or import it with --tokenize")
-    params = parse_params(args.param)
+    params = parse_pairs(args.param)
     if args.window is not None:
         params["window"] = args.window
     say(f"computing match lengths of drafter '{args.drafter}' over {len(trace):,} rollouts")
@@ -224,17 +224,3 @@ def _info(args: argparse.Namespace) -> int:
     print(f"  file size {Path(args.trace).stat().st_size:,} bytes, row groups "
           f"{pq.ParquetFile(args.trace).num_row_groups}")
     return 0
-
-
-def parse_params(pairs: list[str] | None) -> dict[str, Any]:
-    """``key=value`` strings -> dict, values parsed as JSON when they parse (numbers, bools)."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise SpecrollError(f"'{pair}' is not key=value", field="--param", fix="write --param key=value")
-        key, value = pair.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out

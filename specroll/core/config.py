@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from specroll.core.errors import SpecrollError
 
 M = TypeVar("M")
+
+
+class FieldError(ValueError):
+    """Raised by a model's validator about one of its fields: the error then names that field
+    (pydantic would name the whole model) and carries its own fix."""
+
+    def __init__(self, field: str, what: str, fix: str = "") -> None:
+        super().__init__(what)
+        self.field, self.what, self.fix = field, what, fix
 
 
 class ConfigModel(BaseModel):
@@ -69,16 +79,36 @@ def to_spec_error(exc: ValidationError, cls: type, *, file: str | Path | None = 
                   prefix: str = "") -> SpecrollError:
     """The first error of ``exc`` as a SpecrollError naming the field path and the fix."""
     err = exc.errors(include_url=False)[0]
-    loc = [str(x) for x in err["loc"] if not str(x).startswith("function-")]
-    # Dataclass fields validated through a before-validator show up as an extra location part.
-    field = ".".join([p for p in (prefix, *loc) if p]) or None
+    # pydantic names a union's member (``str``, ``dict[str,any]``) and a validator in the location;
+    # a user knows only field names and indices.
+    loc = [x for x in err["loc"] if isinstance(x, int) or not _is_type_tag(str(x))]
+    field = _join([prefix, *loc]) or None
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if isinstance(ctx.get("error"), FieldError):
+        fe = ctx["error"]
+        field = _join([prefix, *loc, fe.field])
+        return SpecrollError(fe.what, file=file, field=field, fix=fe.fix or None)
     what, fix = _explain(kind, ctx, value, err["msg"], cls, loc)
     return SpecrollError(what, file=file, field=field, fix=fix.replace("FIELD", field or "it"))
 
 
+def _is_type_tag(part: str) -> bool:
+    return ("[" in part or part.startswith("function-")
+            or part in ("str", "int", "float", "bool", "dict", "list", "tuple", "none"))
+
+
+def _join(parts: list[Any]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p:
+            out += f".{p}" if out else str(p)
+    return out
+
+
 def _explain(kind: str, ctx: dict[str, Any], value: Any, msg: str, cls: type,
-             loc: list[str]) -> tuple[str, str]:
+             loc: list[Any]) -> tuple[str, str]:
     got = f", got {value!r}" if kind != "missing" else ""
     bounds = {"greater_than": ("> ", "gt"), "greater_than_equal": (">= ", "ge"),
               "less_than": ("< ", "lt"), "less_than_equal": ("<= ", "le")}
@@ -113,9 +143,11 @@ def _explain(kind: str, ctx: dict[str, Any], value: Any, msg: str, cls: type,
     return f"{msg}{got}", "see the docs of FIELD"
 
 
-def known_fields(cls: type, path: list[str]) -> list[str]:
+def known_fields(cls: type, path: list[Any]) -> list[str]:
     """Field names of the (nested) model or dataclass reached by ``path`` from ``cls``."""
     for part in path:
+        if isinstance(part, int):  # an item of a list: its type is the list's item type
+            continue
         nxt = _field_type(cls, part)
         if nxt is None:
             return []
@@ -158,3 +190,28 @@ def _tuples_from_lists(cls: Any, data: Any) -> Any:
 def dump(model: BaseModel) -> dict[str, Any]:
     """The model as plain data (TOML/JSON-able), in declaration order."""
     return model.model_dump(mode="python")
+
+
+def check_kwargs(fn: Any, params: Mapping[str, Any], *, file: str | Path | None = None,
+                 prefix: str = "") -> dict[str, Any]:
+    """``params`` checked against ``fn``'s signature (names and annotated types, strictly): the
+    keyword arguments of a factory whose parameters are its constructor's (acceptance sources)."""
+    checked = parse(_signature_model(fn), dict(params), file=file, prefix=prefix)
+    return {k: getattr(checked, k, params[k]) for k in params}
+
+
+@functools.cache
+def _signature_model(fn: Any) -> type[BaseModel]:
+    target = fn.__init__ if isinstance(fn, type) else fn
+    hints = typing.get_type_hints(target)
+    fields: dict[str, Any] = {}
+    passes_on = False  # **kwargs: the rest goes to another component, which checks it itself
+    for name, p in inspect.signature(target).parameters.items():
+        passes_on = passes_on or p.kind == p.VAR_KEYWORD
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[name] = (hints.get(name, Any), default)
+    return create_model(getattr(fn, "__name__", "params"),
+                        __config__=ConfigDict(extra="allow" if passes_on else "forbid", strict=True),
+                        **fields)

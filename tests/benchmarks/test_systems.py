@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))  # the benchmarks package; specroll comes from the install
 
 from benchmarks.bench_systems import all_scenarios  # noqa: E402
 from specroll.core.fileio import read_toml  # noqa: E402

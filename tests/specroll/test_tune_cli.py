@@ -20,6 +20,7 @@ engines = 2
 max_batch = 16
 [model]
 name = "qwen2.5-7b"
+profile = "h100-sxm:qwen2.5-7b"
 [workload]
 preset = "tiny"
 prompts = 8
