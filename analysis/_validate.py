@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from specroll.core.config import parse
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import atomic_path, read_toml, write_json
 from specroll.core.progress import progress, say
@@ -137,7 +138,7 @@ class ValidateConfig:
         """The real backend's config for policy ``p`` (None = the AR baseline, no drafter)."""
         from specroll.real_backend import RolloutConfig
 
-        known = {f.name for f in dataclasses.fields(RolloutConfig)}
+        known = set(RolloutConfig.model_fields)
         bad = sorted(set(self.workload) - known - {"policy", "params", "drafter"})
         if bad or set(self.workload) & {"policy", "params", "policy_file", "drafter", "drafter_params"}:
             name = (bad or sorted(set(self.workload) & {"policy", "params", "policy_file", "drafter",
@@ -148,9 +149,13 @@ class ValidateConfig:
                                     "are specroll rollout's options")
         w = {"seed": self.seed, **self.workload}
         if p is None:
-            return RolloutConfig(**w, policy=BASELINE, drafter="none")
-        return RolloutConfig(**w, policy=p.name or BASELINE, params=dict(p.params), policy_file=p.file,
-                             drafter=self.drafter, drafter_params=dict(self.drafter_params))
+            w.update(policy=BASELINE, drafter="none")
+        else:
+            w.update(policy=p.name or BASELINE, params=dict(p.params), policy_file=p.file,
+                     drafter=self.drafter, drafter_params=dict(self.drafter_params))
+        if self.profile != "calibrate" and "profile" not in w:
+            w["profile"] = self.profile  # mdp/pearl price with the validation's own profile
+        return parse(RolloutConfig, w, file=self.file, prefix="workload")
 
 
 # ------------------------------------------------------------------------------------------------

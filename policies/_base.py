@@ -44,6 +44,9 @@ class Policy:
     name: ClassVar[str] = "base"
     deployable: ClassVar[bool] = True
     uses_confidence: ClassVar[bool] = False
+    needs_cost: ClassVar[bool] = False
+    """True for families that price their decisions with the run's cost profile (mdp, pearl): the
+    simulator and the real backend hand it over with :meth:`bind_cost` before the first decision."""
 
     @dataclasses.dataclass
     class Params:
@@ -55,6 +58,12 @@ class Policy:
 
     def validate(self) -> None:
         """Check parameter values; raise SpecrollError naming the parameter."""
+
+    def bind_cost(self, profile: Any) -> None:
+        """Price decisions with ``profile`` (a calibration.CostProfile: ``iteration_time`` and
+        ``with_drafter``), the cost profile of the run this policy is about to drive. A policy never
+        loads a profile by name: the same best_policy.json then prices with the profile of wherever
+        it runs (an H100 what-if in simulation, the measured CPU profile in a CPU rollout)."""
 
     def reset(self, n_engines: int) -> None:
         """Forget per-step state; called at the start of every RL step."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from specroll.calibration import IterationBatch
 from specroll.core.errors import SpecrollError
 from specroll.policies._base import Policy, register_policy
 from specroll.policies._state import PolicyState
@@ -30,9 +34,28 @@ def batch_grid(max_batch: int) -> np.ndarray:
     return np.array(sorted(g), dtype=np.int64)
 
 
+def profile_key(profile: Any) -> str | None:
+    """A profile's identity for table caches: the digest of its JSON form (two profiles that price
+    the same way share tables, whatever their file names); None for a cost object without one."""
+    if not hasattr(profile, "to_dict"):
+        return None
+    cached = getattr(profile, "_specroll_key", None)
+    if cached is None:
+        blob = json.dumps(profile.to_dict(), sort_keys=True, default=str).encode()
+        cached = hashlib.sha256(blob).hexdigest()
+        with contextlib.suppress(AttributeError):  # a frozen object: recompute next time
+            profile._specroll_key = cached
+    return cached
+
+
+def unbound(name: str) -> SpecrollError:
+    return SpecrollError(f"policy '{name}' prices its decisions with a cost profile and was given none",
+                         field="policy", fix="run it through the simulator or the real backend (they "
+                         "pass the run's profile), or call policy.bind_cost(profile)")
+
+
 def profile_cost(profile: Any, ctx_len: int) -> CostFn:
     """cost(b, K) from a CostProfile: b requests of context ``ctx_len``, each verifying K + 1 tokens."""
-    from specroll.calibration import IterationBatch
 
     def cost(b: np.ndarray, k: np.ndarray) -> np.ndarray:
         b, k = np.broadcast_arrays(np.asarray(b, np.float64), np.asarray(k, np.float64))
@@ -123,21 +146,21 @@ def threshold_structure(table: np.ndarray) -> dict[str, Any]:
 class MDPPolicy(Policy):
     """The optimal draft length for a cost model and an acceptance model (:func:`solve_mdp`).
 
-    Cost: a CostProfile (``profile``: a file or built-in name such as ``h100-sxm:qwen2.5-7b``,
-    requests of context ``ctx_len``), or a ``cost_fn(b, K)`` given to the constructor (tests,
-    studies; not saved in best_policy.json). Acceptance: the drafter's first-token confidence
-    picks a bucket (``conf_edges``); bucket i accepts each token with ``bucket_alpha[i]``
-    (default: the bucket's midpoint, i.e. a calibrated drafter). Without a confidence signal
-    the request's acceptance EMA (else ``alpha``) picks the bucket. The table over
+    Cost: the run's CostProfile, handed over by the simulator or the real backend
+    (:meth:`bind_cost`; requests of context ``ctx_len``), or a ``cost_fn(b, K)`` given to the
+    constructor (tests, studies; not saved in best_policy.json). Acceptance: the drafter's
+    first-token confidence picks a bucket (``conf_edges``); bucket i accepts each token with
+    ``bucket_alpha[i]`` (default: the bucket's midpoint, i.e. a calibrated drafter). Without a
+    confidence signal the request's acceptance EMA (else ``alpha``) picks the bucket. The table over
     (batch size, bucket) is built once per distinct configuration and cached; decide() is a
     lookup (batch sizes between grid points use the grid point below).
     """
 
     uses_confidence = True
+    needs_cost = True
 
     @dataclasses.dataclass
     class Params:
-        profile: str = "h100-sxm:qwen2.5-7b"
         # The tuner searches the two modelling choices of the cost and acceptance models: the one
         # context length the cost is priced at (real contexts span the prompt to the cap) and how
         # sticky the confidence bucket is from token to token.
@@ -151,8 +174,14 @@ class MDPPolicy(Policy):
 
     def __init__(self, cost_fn: CostFn | None = None, **params: Any) -> None:
         self._cost_fn = cost_fn
+        self.table: np.ndarray | None = None
         super().__init__(**params)
-        self._build()
+        if cost_fn is not None:
+            self._build(cost_fn, None)
+
+    def bind_cost(self, profile: Any) -> None:
+        if self._cost_fn is None:
+            self._build(profile_cost(profile, int(self.params.ctx_len)), profile_key(profile))
 
     def validate(self) -> None:
         p = self.params
@@ -171,20 +200,16 @@ class MDPPolicy(Policy):
         if p.k_max < 0 or p.max_batch < 1 or p.ctx_len < 0:
             raise SpecrollError("need k_max >= 0, max_batch >= 1, ctx_len >= 0", field="k_max")
 
-    def _build(self) -> None:
+    def _build(self, cost: CostFn, profile: str | None) -> None:
+        """The table for ``cost``; cached across policies by (profile, parameters)."""
         p = self.params
         self.batches = batch_grid(int(p.max_batch))
         key = None
-        if self._cost_fn is None:
-            key = (p.profile, p.ctx_len, p.k_max, p.max_batch, p.conf_edges, p.bucket_alpha, p.persistence)
+        if profile is not None:
+            key = (profile, p.ctx_len, p.k_max, p.max_batch, p.conf_edges, p.bucket_alpha, p.persistence)
         if key is not None and key in _TABLES:
             self.table, self.g = _TABLES[key]
             return
-        cost = self._cost_fn
-        if cost is None:
-            from specroll.calibration import load_profile
-
-            cost = profile_cost(load_profile(p.profile), int(p.ctx_len))
         b = self.batches[:, None].astype(np.float64)
         k = np.arange(int(p.k_max) + 1)[None, :].astype(np.float64)
         tau = np.asarray(cost(np.broadcast_to(b, (b.size, k.size)), np.broadcast_to(k, (b.size, k.size))),
@@ -199,6 +224,8 @@ class MDPPolicy(Policy):
 
     def decide(self, state: PolicyState) -> np.ndarray:
         p = self.params
+        if self.table is None:
+            raise unbound(self.name)
         conf = state.draft_conf[:, 0] if state.kmax > 0 else np.full(state.n, np.nan)
         signal = np.where(np.isnan(conf), state.accept_ema, conf)
         signal = np.where(np.isnan(signal), p.alpha, signal)

@@ -27,8 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from specroll.calibration import IterationBatch
 from specroll.core.errors import SpecrollError
+from specroll.core.shapes import MODEL_SHAPES
 from specroll.policies._base import Policy, register_policy
+from specroll.policies._mdp import profile_key, unbound
 from specroll.policies._state import PolicyState
 from specroll.policies._tuner import tunable
 
@@ -49,9 +52,10 @@ def pearl_window(verify_s: np.ndarray, draft_step_s: np.ndarray, k_max: int, mar
 class PearlPolicy(Policy):
     """Draft as many tokens as the draft model produces during one verification (module docstring)."""
 
+    needs_cost = True
+
     @dataclasses.dataclass
     class Params:
-        profile: str = "h100-sxm:qwen2.5-7b"
         draft_model: str = "qwen2.5-0.5b"
         ctx_len: int = dataclasses.field(default=2048, metadata=tunable(256, 16384, log=True))
         k_max: int = 16
@@ -59,22 +63,24 @@ class PearlPolicy(Policy):
         margin: float = dataclasses.field(default=1.0, metadata=tunable(0.5, 3.0))
 
     def __init__(self, **params: Any) -> None:
+        self.gamma: np.ndarray | None = None
         super().__init__(**params)
-        self._build()
+
+    def bind_cost(self, profile: Any) -> None:
+        self._build(profile)
 
     def validate(self) -> None:
         p = self.params
+        MODEL_SHAPES.get(p.draft_model, field="draft_model")
         if int(p.k_max) < 1 or int(p.max_batch) < 1 or int(p.ctx_len) < 0 or float(p.margin) <= 0:
             raise SpecrollError("need k_max >= 1, max_batch >= 1, ctx_len >= 0, margin > 0", field="k_max")
 
-    def _build(self) -> None:
+    def _build(self, base: Any) -> None:
         p = self.params
-        key = (p.profile, p.draft_model, int(p.ctx_len), int(p.k_max), int(p.max_batch), float(p.margin))
-        if key not in _TABLES:
-            from specroll.calibration import IterationBatch, load_profile
-
+        pk = profile_key(base)
+        key = (pk, p.draft_model, int(p.ctx_len), int(p.k_max), int(p.max_batch), float(p.margin))
+        if pk is None or key not in _TABLES:
             try:
-                base = load_profile(p.profile)
                 verify_prof = base.with_drafter({"kind": "none"}, field="profile")
                 draft_prof = base.with_drafter({"kind": "model", "model": p.draft_model}, field="draft_model")
             except SpecrollError as exc:
@@ -92,13 +98,18 @@ class PearlPolicy(Policy):
             # floor[b]: the smallest batch size from which gamma stays gamma[b] up to b
             change = np.concatenate([[True], gamma[1:] != gamma[:-1]])
             floor = np.maximum.accumulate(np.where(change, np.arange(1, B + 1), 0))
-            _TABLES[key] = (gamma, floor)
+            self.gamma, self.floor = gamma, floor
+            if pk is not None:
+                _TABLES[key] = (gamma, floor)
+            return
         self.gamma, self.floor = _TABLES[key]
 
     def _batch_index(self, state: PolicyState) -> np.ndarray:
         return np.clip(np.asarray(state.batch_size, np.int64), 1, self.gamma.shape[0]) - 1
 
     def decide(self, state: PolicyState) -> np.ndarray:
+        if self.gamma is None:
+            raise unbound(self.name)
         g = self.gamma[self._batch_index(state)]
         return np.minimum(g[state.engine], state.kmax).astype(np.int32)
 

@@ -220,6 +220,10 @@ def _adaptive(pol: Policy, p: dict[str, Any], b: np.ndarray):
 
 
 def _mdp(pol: Policy, p: dict[str, Any], b: np.ndarray):
+    if pol.table is None:
+        raise SpecrollError("the mdp policy's table needs the cost profile of the deployment",
+                            field="--profile",
+                            fix="pass --profile DEVICE:MODEL (the profile its decisions are priced with)")
     edges = np.asarray(p["conf_edges"])
     bucket = int(np.searchsorted(edges, p["alpha"], side="right"))
     bi = np.maximum(np.searchsorted(pol.batches, b, side="right") - 1, 0)
@@ -227,7 +231,7 @@ def _mdp(pol: Policy, p: dict[str, Any], b: np.ndarray):
     sched = f"num_speculative_tokens_per_batch_size (the table's column for confidence {p['alpha']})"
     conf = ("not expressible: the table's confidence dimension (first-token confidence buckets); vLLM "
             "only stops on the path probability (suffix_decoding_min_token_prob, left at its default)")
-    return k, {}, {"profile": sched, "ctx_len": sched, "max_batch": sched, "k_max": sched, "alpha": sched,
+    return k, {}, {"ctx_len": sched, "max_batch": sched, "k_max": sched, "alpha": sched,
                    "conf_edges": conf, "bucket_alpha": conf, "persistence": conf}
 
 

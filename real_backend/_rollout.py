@@ -9,13 +9,14 @@ Outputs: the rollout trace (token ids included), per-iteration records, and a su
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
+from specroll.core.config import ConfigModel
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import atomic_path, write_json
 from specroll.real_backend._engine import sample_kw
@@ -65,53 +66,38 @@ def check_model(name: str) -> None:
                                 "timing models: see `specroll calibrate`)")
 
 
-@dataclass
-class RolloutConfig:
-    model: str = "smollm2-135m"
-    device: str = "cpu"
-    policy: str = "ar"
-    params: dict[str, Any] = field(default_factory=dict)
-    policy_file: str | None = None
-    """a best_policy.json; overrides ``policy``/``params``."""
+class RolloutConfig(ConfigModel):
+    """One real rollout run (`specroll rollout`'s flags, or a validate config's [workload])."""
+
+    model: str = Field("smollm2-135m", description="smollm2-135m (trained weights) or toy")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")
+    policy: str = Field("ar", description="policy family")
+    params: dict[str, Any] = Field(default_factory=dict, description="the policy's parameters")
+    policy_file: str | None = Field(None, description="a best_policy.json; overrides policy/params")
+    profile: str | None = Field(None, description="cost profile (file or built-in name) for the "
+                                "policies that price decisions with one (mdp, pearl)")
     drafter: str = "suffix"
-    drafter_params: dict[str, Any] = field(default_factory=dict)
-    prompts: int | None = 8
-    """arithmetic problems to generate; with ``prompts_file``, the first N of the file (None = all)."""
+    drafter_params: dict[str, Any] = Field(default_factory=dict)
+    prompts: int | None = Field(8, ge=1, le=1_000_000, description="arithmetic problems to generate; "
+                                "with prompts_file, the first N of the file (None = all)")
     prompts_file: str | None = None
-    samples: int = 4
-    steps: int = 3
-    max_new_tokens: int = 256
-    max_batch: int = 16
+    samples: int = Field(4, ge=1, le=4096)
+    steps: int = Field(3, ge=1, le=10_000)
+    max_new_tokens: int = Field(256, ge=1, le=1 << 20)
+    max_batch: int = Field(16, ge=1, le=4096)
     seed: int = 0
-    temperature: float = 0.7
-    top_p: float = 1.0
-    perturb: float = 0.0
-    dtype: str | None = None
-    """None: bfloat16 on CUDA, float32 on CPU."""
-    length_window: int = 4
-    """steps of length history used to predict a prompt's response length."""
-    graphs: bool | None = None
-    """decode/verify through the CUDA-graph step pool (None: on CUDA only)."""
-    accept: str = "exact"
-    """acceptance rule (real_backend/_lossy.py): exact (lossless), lenient, judge, ead (lossy)."""
-    accept_params: dict[str, Any] = field(default_factory=dict)
+    temperature: float = Field(0.7, ge=0.0, le=100.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    perturb: float = Field(0.0, ge=0.0, le=1.0, description="relative weight noise per step")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="None: bfloat16 on CUDA, float32 on CPU")
+    length_window: int = Field(4, ge=1, description="steps of length history behind predicted lengths")
+    graphs: bool | None = Field(None, description="CUDA-graph step pool (None: on CUDA only)")
+    accept: str = Field("exact", description="acceptance rule: exact (lossless), lenient, judge, ead")
+    accept_params: dict[str, Any] = Field(default_factory=dict)
 
     def check(self) -> None:
-        for name, lo in (("samples", 1), ("steps", 1), ("max_new_tokens", 1), ("max_batch", 1)):
-            if int(getattr(self, name)) < lo:
-                raise SpecrollError(f"must be >= {lo}, got {getattr(self, name)}", field=name,
-                                    fix=f"pass --{name.replace('_', '-')} >= {lo}")
-        if self.prompts is not None and self.prompts < 1:
-            raise SpecrollError(f"need at least one prompt, got {self.prompts}", field="prompts",
-                                fix="pass --prompts N with N >= 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise SpecrollError(f"temperature {self.temperature}, top_p {self.top_p} out of range",
-                                field="temperature", fix="use temperature >= 0 and 0 < top_p <= 1")
-        if self.perturb < 0:
-            raise SpecrollError(f"must be >= 0, got {self.perturb}", field="perturb",
-                                fix="pass --perturb >= 0")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise SpecrollError(f"unknown device '{self.device}'", field="device", fix="use cpu or cuda")
+        """What needs more than one field: the acceptance rule against the drafter."""
         from specroll.real_backend._model_drafter import MODEL_DRAFTERS
         rule = make_accept_rule(self.accept, **self.accept_params)
         if rule.draft_stop is not None and self.drafter not in MODEL_DRAFTERS:
@@ -194,9 +180,18 @@ def _prompts(cfg: RolloutConfig) -> list[Prompt]:
 
 def _policy(cfg: RolloutConfig) -> Any:
     from specroll.policies import load_policy_file, make_policy
-    if cfg.policy_file:
-        return load_policy_file(cfg.policy_file)
-    return make_policy(cfg.policy, **cfg.params)
+    policy = load_policy_file(cfg.policy_file) if cfg.policy_file else make_policy(cfg.policy, **cfg.params)
+    if policy.needs_cost:
+        if cfg.profile is None:
+            raise SpecrollError(f"policy '{policy.name}' prices its decisions with a cost profile of this "
+                                "device", field="profile",
+                                fix="pass --profile (a profile measured here by specroll calibrate, or a "
+                                    "built-in name such as cpu:smollm2-135m)")
+        from specroll.calibration import load_profile
+
+        expect = None if cfg.model == TOY_MODEL else cfg.model  # the toy has no shape of its own
+        policy.bind_cost(load_profile(cfg.profile, expect_model=expect))
+    return policy
 
 
 def perturb_weights(model: Any, eps: float, seed: int, step: int) -> None:
@@ -376,7 +371,7 @@ def _summary(cfg: RolloutConfig, policy: Any, steps: list[dict[str, Any]], dtype
     wall = sum(s["makespan_s"] for s in steps)
     iters = sum(s["iterations"] for s in steps)
     accepted = sum(s["accepted"] for s in steps)
-    config = dataclasses.asdict(cfg)
+    config = cfg.model_dump()
     config.update(dtype=dtype, kmax=kmax, policy_spec=policy.to_dict())
     return {
         "config": config,

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from specroll.core.config import ConfigModel, FieldError, parse
+from specroll.core.config import ConfigModel, FieldError, parse, recheck
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import read_toml
 
@@ -181,6 +181,7 @@ class SimConfig(ConfigModel):
         """What needs more than one field or the file system: the profile, the trace file, the policy
         and acceptance parameters. Run after any change (the CLI's overrides)."""
         f = self.file
+        recheck(self, file=f)
         if self.model.profile is None:
             from specroll.calibration import builtin_names
 
@@ -232,8 +233,9 @@ class SimConfig(ConfigModel):
         try:
             return make_policy(self.policy.name, **self.policy.params)
         except SpecrollError as exc:
-            field_ = "policy.name" if exc.field in (None, "policy") else f"policy.params.{exc.field}"
-            field_ = field_.replace("policy.params.policy.params.", "policy.params.")
+            sub = str(exc.field).removeprefix("params").lstrip(".")
+            field_ = ("policy.name" if exc.field in (None, "policy")
+                      else "policy.params" + (f".{sub}" if sub else ""))
             raise SpecrollError(exc.what, file=self.file, field=field_, fix=exc.fix) from None
 
     def trace_path(self) -> Path:

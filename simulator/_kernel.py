@@ -48,6 +48,7 @@ class StepKernel:
                  rid_base: int, max_len: int, timeline_points: int = 2000, fast: bool = True,
                  stop_at: float | None = None) -> None:
         self.ro, self.acc, self.spec, self.cost, self.policy = ro, acc, spec, cost, policy
+        policy.bind_cost(cost)  # mdp, pearl: decisions priced by the profile that prices the run
         # Partial rollouts: engines stop starting iterations (and admitting) once their clock reaches
         # stop_at; what is unfinished then is left for the next step. Only the iteration loop does
         # this (the windowed path would have to cut its windows at a time, not at events).

@@ -128,10 +128,8 @@ def tuning_pins(family: str, setup: TuneSetup, extra: dict[str, Any]) -> dict[st
     """The pinned parameters: the [tune] table's, then the caller's (``--param``)."""
     pins = {**setup.table.params, **extra}
     if family == "mdp":
-        # The MDP's cost model must be the one simulated, unless the user says otherwise.
-        cfg = setup.configs[0]
-        pins.setdefault("profile", cfg.profile_name())
-        pins.setdefault("max_batch", cfg.cluster.max_batch)
+        # The MDP's table must span the batch sizes simulated (its cost is the run's own profile).
+        pins.setdefault("max_batch", setup.configs[0].cluster.max_batch)
     return pins
 
 

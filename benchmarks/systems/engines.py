@@ -35,16 +35,14 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
     """One simulate config per engine-side system, derived from the reference config ``base``."""
     acc = dict(base.get("acceptance", {}))
     kmax = int(acc.get("kmax", 8))
-    model = base.get("model", {})
-    profile = model.get("profile") or f"h100-sxm:{model.get('name', 'qwen2.5-7b')}"
     max_batch = int(base.get("cluster", {}).get("max_batch", 256))
     out = []
 
     out.append({
         "name": "pearl", "system": "PEARL",
         "config": derive(base, drafter={"kind": "model", "model": DRAFT, "overlap": True},
-                          policy={"name": "pearl", "params": {"profile": profile, "draft_model": DRAFT,
-                                                              "k_max": kmax, "max_batch": max_batch}}),
+                          policy={"name": "pearl", "params": {"draft_model": DRAFT, "k_max": kmax,
+                                                              "max_batch": max_batch}}),
         "lossy": False,
         "note": f"a {DRAFT} draft model on its own device, overlapped with verification (iteration = max of "
                 "the two); window = draft steps that fit in one verification at the engine's batch; the "

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-per-batch", action="store_true",
                    help="leave out num_speculative_tokens_per_batch_size (a static config only)")
     p.add_argument("--kmax", type=int, default=None, help="cap drafts at the drafter's proposal length")
+    p.add_argument("--profile", default=None,
+                   help="cost profile of the deployment (DEVICE:MODEL or a JSON) for policies priced with "
+                        "one (mdp)")
     p.add_argument("--out", default=None, help="output JSON (default: POLICY_FILE stem + .vllm.json)")
     p.set_defaults(func=_run)
 
@@ -36,6 +39,10 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = read_json(args.policy_file)
     policy = policy_from_dict(spec, file=args.policy_file)
+    if args.profile is not None:
+        from specroll.calibration import load_profile
+
+        policy.bind_cost(load_profile(args.profile))
     export = vllm_config(policy, max_batch=args.max_batch, per_batch=not args.no_per_batch, kmax=args.kmax)
     src = Path(args.policy_file)
     out = Path(args.out) if args.out else src.with_name(src.stem + ".vllm.json")

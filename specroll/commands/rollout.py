@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from specroll.core.config import parse
+from specroll.core.errors import SpecrollError
 from specroll.core.kv import parse_pairs
 
 
@@ -17,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", default="ar")
     p.add_argument("--param", action="append", metavar="K=V", help="policy parameter (repeatable)")
     p.add_argument("--policy-file", default=None, help="best_policy.json (overrides --policy)")
+    p.add_argument("--profile", default=None,
+                   help="cost profile of this device (file or built-in name, e.g. cpu:smollm2-135m) for "
+                        "policies that price their decisions with one (mdp, pearl)")
     p.add_argument("--drafter", default="suffix",
                    help="suffix, ngram, omni, stand, prevrollout, layerskip (the model's first layers), "
                         "or none (no drafts)")
@@ -42,6 +47,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _config(cls: type, flags: dict) -> object:
+    """The config from the flags; an error names the flag (``--max-new-tokens``), not the field."""
+    try:
+        return parse(cls, flags)
+    except SpecrollError as exc:
+        flag = f"--{str(exc.field).split('.')[0].replace('_', '-')}" if exc.field else None
+        fix = exc.fix.replace(str(exc.field), flag) if exc.fix and flag else exc.fix
+        raise SpecrollError(exc.what, field=flag, fix=fix) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from specroll.core.progress import progress, say
     from specroll.real_backend._rollout import RolloutConfig, rollout
@@ -49,15 +64,16 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    cfg = RolloutConfig(
+    cfg = _config(RolloutConfig, dict(
         model=args.model, device=args.device, dtype=args.dtype, policy=args.policy,
-        params=parse_pairs(args.param, "--param"), policy_file=args.policy_file, drafter=args.drafter,
+        params=parse_pairs(args.param, "--param"), policy_file=args.policy_file, profile=args.profile,
+        drafter=args.drafter,
         drafter_params=parse_pairs(args.drafter_param, "--drafter-param"),
         prompts=args.prompts if args.prompts is not None or args.prompts_file else 8,
         prompts_file=args.prompts_file, samples=args.samples, steps=args.steps,
         max_new_tokens=args.max_new_tokens, max_batch=args.max_batch, seed=args.seed,
         temperature=args.temperature, top_p=args.top_p, perturb=args.perturb, accept=args.accept,
-        accept_params=parse_pairs(args.accept_param, "--accept-param"))
+        accept_params=parse_pairs(args.accept_param, "--accept-param")))
     say(f"rollout: {cfg.model} on {cfg.device}, policy {cfg.policy_file or cfg.policy}, "
         f"drafter {cfg.drafter}")
     with progress(desc="tokens", unit="tok") as bar:

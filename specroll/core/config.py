@@ -41,9 +41,20 @@ class FieldError(ValueError):
 
 
 class ConfigModel(BaseModel):
-    """Base of every declared config: unknown keys forbidden, strict types."""
+    """Base of every declared config: unknown keys forbidden, strict types. Build one from user
+    data with :func:`parse` (a bad value is then one SpecrollError, not a pydantic traceback).
+    Assignments are not checked one by one (a config is often changed in several places, then
+    checked whole: :func:`recheck`)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def recheck(model: ConfigModel, *, file: str | Path | None = None) -> None:
+    """Validate ``model`` again as a whole (after assignments): errors name the full field path."""
+    try:
+        type(model).model_validate(model.model_dump(mode="python", round_trip=True))
+    except ValidationError as exc:
+        raise to_spec_error(exc, type(model), file=file) from None
 
 
 def parse(cls: type[M], data: Any, *, file: str | Path | None = None, prefix: str = "") -> M:

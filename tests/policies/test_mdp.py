@@ -5,6 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
+from specroll.calibration import load_profile
+from specroll.core.errors import SpecrollError
 from specroll.policies import make_policy, solve_mdp, threshold_structure
 from tests.policies.test_families import state
 
@@ -74,8 +76,20 @@ def test_decide_looks_up_batch_and_confidence_bucket():
     assert k.tolist() == [p.table[2, 0], p.table[2, 2], p.table[b40, 1], p.table[b40, 2], p.table[b40, 1]]
 
 
-def test_profile_tables_are_cached():
-    a = make_policy("mdp", profile="h100-sxm:qwen2.5-7b", max_batch=32)
-    b = make_policy("mdp", profile="h100-sxm:qwen2.5-7b", max_batch=32)
+def test_profile_tables_are_cached_per_profile_and_the_policy_keeps_no_profile_name():
+    h100, a100 = load_profile("h100-sxm:qwen2.5-7b"), load_profile("a100-80gb:qwen2.5-7b")
+    a, b, c = (make_policy("mdp", max_batch=32) for _ in range(3))
+    a.bind_cost(h100)
+    b.bind_cost(load_profile("h100-sxm:qwen2.5-7b"))  # the same prices: the same table
+    c.bind_cost(a100)
     assert a.table is b.table and a.structure()["ok"]
-    assert b.to_dict()["params"]["profile"] == "h100-sxm:qwen2.5-7b"
+    assert c.table is not a.table
+    assert "profile" not in b.to_dict()["params"]
+
+
+def test_an_unbound_cost_policy_refuses_to_decide_and_an_old_profile_pin_is_an_error():
+    p = make_policy("mdp", max_batch=8)
+    with pytest.raises(SpecrollError, match="cost profile"):
+        p.decide(state([0], kmax=4))
+    with pytest.raises(SpecrollError, match="no parameter 'profile'"):
+        make_policy("mdp", profile="h100-sxm:qwen2.5-7b")

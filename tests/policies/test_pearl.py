@@ -20,8 +20,8 @@ def test_window_is_the_largest_draft_that_fits_in_the_verification():
 
 
 def test_window_from_the_profile_grows_with_the_batch_and_matches_the_cost_model():
-    p = make_policy("pearl", profile="h100-sxm:qwen2.5-7b", draft_model="qwen2.5-0.5b", ctx_len=2048,
-                    k_max=16, max_batch=256)
+    p = make_policy("pearl", draft_model="qwen2.5-0.5b", ctx_len=2048, k_max=16, max_batch=256)
+    p.bind_cost(load_profile("h100-sxm:qwen2.5-7b"))
     g = p.gamma
     assert g.shape == (256,) and g.min() >= 1 and g.max() <= 16
     assert g[255] >= g[0]  # verification slows with the batch, a small draft model's step much less
@@ -43,6 +43,7 @@ def test_window_from_the_profile_grows_with_the_batch_and_matches_the_cost_model
 
 def test_decisions_per_engine_batch_and_the_fast_path_floor():
     p = make_policy("pearl", k_max=16, max_batch=256)
+    p.bind_cost(load_profile("h100-sxm:qwen2.5-7b"))
     s = state([0] * 3 + [1] * 200, kmax=8)
     k, horizon, floor = p.decide_with_horizon(s)
     assert horizon is None

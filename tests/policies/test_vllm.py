@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from specroll.calibration import load_profile
 from specroll.cli import main
 from specroll.core.errors import SpecrollError
 from specroll.policies import POLICIES, make_policy, vllm_config
@@ -32,6 +33,8 @@ def test_batch_schedule_runs_cover_every_batch_size():
 @pytest.mark.parametrize("name", ["ar", "fixed", "threshold", "das", "tlt", "seer", "adaptive", "mdp"])
 def test_every_deployable_family_exports_and_accounts_for_every_parameter(name):
     pol = make_policy(name)
+    if pol.needs_cost:
+        pol.bind_cost(load_profile("h100-sxm:qwen2.5-7b"))
     ex = vllm_config(pol, max_batch=128)
     assert set(ex.params) == set(pol.to_dict()["params"])  # each parameter: expressed or why not
     assert all(v for v in ex.params.values())
@@ -93,6 +96,7 @@ def test_seer_and_mdp():
     assert ex.config["suffix_decoding_min_token_prob"] == 0.25
     assert _k_at(ex.config, 1) == 8 and _k_at(ex.config, 64) == (256 - 64) // 64
     mdp = make_policy("mdp", max_batch=64)
+    mdp.bind_cost(load_profile("h100-sxm:qwen2.5-7b"))
     cfg = vllm_config(mdp, max_batch=64).config
     bucket = int(np.searchsorted(np.asarray(mdp.params.conf_edges), mdp.params.alpha, side="right"))
     for b in (1, 3, 8, 12, 48, 64):
@@ -126,4 +130,5 @@ def test_registry_families_all_have_a_mapping_or_a_clear_error():
         try:
             vllm_config(make_policy(name))
         except SpecrollError as exc:
-            assert "not deployable" in exc.what or "no vLLM mapping" in exc.what
+            assert ("not deployable" in exc.what or "no vLLM mapping" in exc.what
+                    or exc.field == "--profile"), exc.message

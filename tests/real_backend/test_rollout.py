@@ -29,7 +29,8 @@ def test_every_policy_reproduces_ar_tokens():
     for name in deployable_policies():
         if name == "ar":
             continue
-        res = rollout(RolloutConfig(**BASE, policy=name))
+        cost = {"profile": "h100-sxm:smollm2-135m"} if policies.POLICIES.get(name).needs_cost else {}
+        res = rollout(RolloutConfig(**BASE, policy=name, **cost))
         assert res.trace.table.column("token_ids").to_pylist() == ar_tokens, name
         assert res.trace.column("finished").tolist() == ar.trace.column("finished").tolist()
 
@@ -86,7 +87,7 @@ def test_files_are_written_and_reproducible(tmp_path):
 @pytest.mark.parametrize("argv, needle", [
     (["--model", "llama-9000"], "unknown model"),
     (["--model", "toy", "--max-new-tokens", "5000"], "exceeds the model's context"),
-    (["--model", "toy", "--prompts", "0"], "at least one prompt"),
+    (["--model", "toy", "--prompts", "0"], "'--prompts': must be >= 1"),
     (["--model", "toy", "--policy", "nope"], "unknown policy"),
 ])
 def test_bad_inputs_give_one_clear_error(tmp_path, capsys, argv, needle):
