@@ -3,8 +3,11 @@
 Runs `specroll simulate examples/reference.toml` under every policy family (the config's own
 policy, then each family with its defaults) and `specroll tune examples/tune.toml`, and digests
 each run's result files: summary.json (canonical JSON, without wall-clock fields and without the
-envelope keys `kind`/`schema_version`, which only label the file) and the Parquet tables (their
-column data). Prints one row per run and writes the digests as JSON.
+envelope keys `kind`/`schema_version`/`specroll_version`, which only label the file) and the
+Parquet tables (their column data). One intended change is left out too: the mdp and pearl
+policies no longer carry a cost-profile name among their parameters (`policy.params.profile`;
+they are priced by the run's own profile, which is the same one here). Prints one row per run
+and writes the digests as JSON.
 
     python benchmarks/identity.py --out /tmp/identity-before.json
     python benchmarks/identity.py --out /tmp/identity-after.json --check /tmp/identity-before.json
@@ -30,13 +33,18 @@ FAMILIES = ["ar", "fixed", "das", "threshold", "adaptive", "tlt", "seer", "diffu
 _LABEL_KEYS = {"kind", "schema_version", "specroll_version"}
 
 
-def _strip(obj: Any) -> Any:
+def _strip(obj: Any, top: bool = True) -> Any:
+    if top and isinstance(obj, dict) and isinstance(obj.get("policy"), dict):
+        params = obj["policy"].get("params")
+        if isinstance(params, dict) and obj["policy"].get("policy") in ("mdp", "pearl"):
+            obj = {**obj, "policy": {**obj["policy"], "params": {k: v for k, v in params.items()
+                                                                 if k != "profile"}}}
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in sorted(obj.items())
+        return {k: _strip(v, False) for k, v in sorted(obj.items())
                 if k not in _LABEL_KEYS and k != "wall_s" and not k.endswith("_wall_s")
                 and k != "tokens_per_wall_s" and k not in ("config", "created", "trials_run_now")}
     if isinstance(obj, list):
-        return [_strip(v) for v in obj]
+        return [_strip(v, False) for v in obj]
     return obj
 
 

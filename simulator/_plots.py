@@ -23,7 +23,7 @@ def batch_size_over_time(config: Any, policies: list[Any], *, step: int | None =
     out: dict[str, dict[str, np.ndarray]] = {}
     for policy in policies:
         res = sim.run(policy, show_progress=False)
-        tl = res.engines
+        tl = res.columns["engines"]
         s = int(tl["step"].min()) if step is None else step
         sel = (tl["step"] == s) & (tl["engine"] < engines)
         t0 = float(tl["time_s"][tl["step"] == s].min())

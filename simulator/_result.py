@@ -1,47 +1,165 @@
-"""SimResult: the summary (summary.json) and the Parquet timelines of one simulation."""
+"""SimResult: the typed summary (summary.json) and the tables of one simulation.
+
+The summary is a declared model (:class:`SimSummary`, kind ``simulate``): a key the simulator
+writes must be declared here, so a rename fails in the tests, not silently in a report. Tables
+come as pandas DataFrames in the Python API and as Parquet on disk.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+import pandas as pd
+from pydantic import ConfigDict
 
-from specroll.core.fileio import atomic_path, write_json
+from specroll.core.fileio import atomic_path
+from specroll.core.results import Record, Summary, register_summary
 
 # Summary keys that depend on the machine's speed; tests drop them to compare runs bit for bit.
 WALL_KEYS = ("wall_s", "acceptance_wall_s", "kernel_wall_s", "tokens_per_wall_s")
 
 
+class StepSummary(Record):
+    """One RL step. Features add their own figures (partial rollouts, drafter training): allowed
+    as extra keys, declared by the feature that writes them (simulator/_simulate.py)."""
+
+    model_config = ConfigDict(extra="allow")
+    step: int
+    rollouts: int
+    rollout_s: float
+    train_s: float
+    sync_s: float
+    step_s: float
+    tokens: int
+    iterations: int
+    kernel_iterations: int
+    request_iterations: int
+    tokens_per_request_iteration: float
+    drafted_tokens: int
+    accepted_tokens: int
+    wasted_draft_tokens: int
+    lossy_tokens: int
+    preemptions: int
+    prefill_s: float
+    engine_busy_s: float
+    gpu_busy_fraction: float
+    p50_end_s: float
+
+
+@register_summary
+class SimSummary(Summary):
+    """summary.json of `specroll simulate` (and every Simulator.run)."""
+
+    kind: Literal["simulate"] = "simulate"
+    policy: dict[str, Any]
+    acceptance: dict[str, Any]
+    model: str
+    profile: str
+    engines: int
+    tp: int
+    max_batch: int
+    dispatch: str
+    kv_capacity_tokens: int
+    kmax: int | None
+    seed: int
+    makespan_s: float
+    """simulated seconds of all RL steps: rollout + training + weight sync."""
+    rollout_s: float
+    train_s: float
+    sync_s: float
+    tokens: int
+    rollouts: int
+    iterations: int
+    kernel_iterations: int
+    request_iterations: int
+    mean_accepted_per_iteration: float
+    """accepted draft tokens per request iteration (the target adds one more token each)."""
+    tokens_per_request_iteration: float
+    """tokens emitted per request iteration: 1 + accepted (+ the prefill's first token)."""
+    drafted_tokens: int
+    accepted_tokens: int
+    wasted_draft_tokens: int
+    preemptions: int
+    gpu_busy_fraction: float
+    lossy: bool
+    lossy_tokens: int
+    lossy_fraction: float
+    off_policy_fraction: float
+    drafter: dict[str, Any] | None = None
+    lossy_method: dict[str, Any] | None = None
+    partial: dict[str, Any] | None = None
+    completed_rollouts: int | None = None
+    completed_tokens: int | None = None
+    off_policy_tokens: int | None = None
+    unfinished_at_end: int | None = None
+    drafter_train_s: float | None = None
+    steps: list[StepSummary]
+    wall_s: float
+    acceptance_wall_s: float
+    kernel_wall_s: float
+    tokens_per_wall_s: float
+
+    # Figures of optional features (a [drafter] table, lossy acceptance, partial rollouts, drafter
+    # training): absent from the file when the feature is off.
+    _OPTIONAL: ClassVar[tuple[str, ...]] = (
+        "drafter", "lossy_method", "partial", "completed_rollouts", "completed_tokens",
+        "off_policy_tokens", "unfinished_at_end", "drafter_train_s")
+
+    def to_json(self) -> dict[str, Any]:
+        d = super().to_json()
+        return {k: v for k, v in d.items() if not (v is None and k in self._OPTIONAL)}
+
+    def deterministic(self) -> dict[str, Any]:
+        """The JSON form without the wall-clock fields (what a same-seed rerun reproduces exactly)."""
+        return {k: v for k, v in self.to_json().items() if k not in WALL_KEYS}
+
+
 @dataclass
 class SimResult:
-    summary: dict[str, Any]
-    requests: dict[str, np.ndarray] = field(default_factory=dict)
-    """per rollout: step, prompt_id, sample, engine, response_len, start_s, end_s, iterations, ..."""
-    engines: dict[str, np.ndarray] = field(default_factory=dict)
-    """per engine over time (sampled): step, engine, time_s, batch_size, iter_time_s."""
-    training: dict[str, np.ndarray] = field(default_factory=dict)
-    """drafter training on idle engines (adaptive-drafter source): step, engine, start_s, end_s."""
+    summary: SimSummary
+    columns: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    """the tables as numpy columns: requests, engines, drafter_training (see the properties)."""
+
+    @property
+    def requests(self) -> pd.DataFrame:
+        """Per rollout: step, prompt_id, sample, engine, response_len, start_s, end_s, iterations, ..."""
+        return pd.DataFrame(self.columns.get("requests", {}))
+
+    @property
+    def engines(self) -> pd.DataFrame:
+        """Per engine over time (sampled): step, engine, time_s, batch_size, iter_time_s."""
+        return pd.DataFrame(self.columns.get("engines", {}))
+
+    @property
+    def training(self) -> pd.DataFrame:
+        """Drafter training on idle engines (adaptive-drafter source): step, engine, start_s, end_s."""
+        return pd.DataFrame(self.columns.get("drafter_training", {}))
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        """One row per RL step (the summary's steps)."""
+        return pd.DataFrame([s.model_dump() for s in self.summary.steps])
 
     @property
     def makespan_s(self) -> float:
-        return float(self.summary["makespan_s"])
+        return float(self.summary.makespan_s)
 
     def deterministic_summary(self) -> dict[str, Any]:
-        """The summary without the wall-clock fields (what a same-seed rerun reproduces exactly)."""
-        return {k: v for k, v in self.summary.items() if k not in WALL_KEYS}
+        return self.summary.deterministic()
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """summary.json, requests.parquet and engines.parquet, each written atomically."""
+        """summary.json and the Parquet tables, each written atomically."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"summary": write_json(out / "summary.json", self.summary)}
-        for name, cols in (("requests", self.requests), ("engines", self.engines),
-                           ("drafter_training", self.training)):
+        paths = {"summary": self.summary.write(out / "summary.json")}
+        for name in ("requests", "engines", "drafter_training"):
+            cols = self.columns.get(name)
             if not cols:
                 continue
             path = out / f"{name}.parquet"
@@ -54,24 +172,26 @@ class SimResult:
         """The one-screen summary printed by `specroll simulate`."""
         s = self.summary
         lines = [
-            f"policy {s['policy']['policy']} {s['policy']['params']}   acceptance {s['acceptance']}",
-            f"cluster {s['engines']} engines x tp{s['tp']}  model {s['model']}  profile {s['profile']}",
+            f"policy {s.policy['policy']} {s.policy['params']}   acceptance {s.acceptance}",
+            f"cluster {s.engines} engines x tp{s.tp}  model {s.model}  profile {s.profile}",
             "",
             f"{'step':>4} {'rollout_s':>10} {'train_s':>9} {'sync_s':>7} {'step_s':>9} {'tokens':>11} "
             f"{'tok/iter':>8} {'busy':>5}",
         ]
-        for st in s["steps"]:
+        for st in s.steps:
             lines.append(
-                f"{st['step']:>4} {st['rollout_s']:>10.2f} {st['train_s']:>9.2f} {st['sync_s']:>7.2f} "
-                f"{st['step_s']:>9.2f} {st['tokens']:>11,} {st['tokens_per_request_iteration']:>8.2f} "
-                f"{st['gpu_busy_fraction']:>5.2f}")
+                f"{st.step:>4} {st.rollout_s:>10.2f} {st.train_s:>9.2f} {st.sync_s:>7.2f} "
+                f"{st.step_s:>9.2f} {st.tokens:>11,} {st.tokens_per_request_iteration:>8.2f} "
+                f"{st.gpu_busy_fraction:>5.2f}")
         lines += [
             "",
-            f"makespan {s['makespan_s']:.2f} s   rollout {s['rollout_s']:.2f} s   train {s['train_s']:.2f} s",
-            f"tokens {s['tokens']:,}   accepted/iter {s['mean_accepted_per_iteration']:.3f}   "
-            f"drafted {s['drafted_tokens']:,}   wasted {s['wasted_draft_tokens']:,}   "
-            f"GPU busy {s['gpu_busy_fraction']:.3f}",
-            f"wall {s['wall_s']:.2f} s   {s['tokens_per_wall_s'] / 1e6:.1f} M simulated tokens per wall "
-            "second",
+            f"makespan {s.makespan_s:.2f} s   rollout {s.rollout_s:.2f} s   train {s.train_s:.2f} s",
+            f"tokens {s.tokens:,}   accepted/iter {s.mean_accepted_per_iteration:.3f}   "
+            f"drafted {s.drafted_tokens:,}   wasted {s.wasted_draft_tokens:,}   "
+            f"GPU busy {s.gpu_busy_fraction:.3f}",
+            "  tok/iter: tokens per request iteration (1 + accepted drafts); accepted/iter: accepted "
+            "draft tokens per request iteration",
+            f"simulated on {s.profile}; wall {s.wall_s:.2f} s, {s.tokens_per_wall_s / 1e6:.1f} M simulated "
+            "tokens per wall second",
         ]
         return "\n".join(lines)

@@ -22,7 +22,7 @@ from specroll.simulator._acceptance import StepAcceptance
 from specroll.simulator._config import SimConfig
 from specroll.simulator._kernel import StepKernel
 from specroll.simulator._partial import FreshQueue, carry_over, merge_step
-from specroll.simulator._result import SimResult
+from specroll.simulator._result import SimResult, SimSummary
 from specroll.simulator._step import EngineSpec, StepOutcome
 from specroll.simulator._workload import dispatch, load_trace, split_steps
 
@@ -200,8 +200,9 @@ class Simulator:
         wall = time.perf_counter() - wall0
         acc_wall = self.acceptance_wall_s - acc_wall0
         summary = self._summary(policy, records, float(env.now), wall, acc_wall, kernel_wall[0])
-        return SimResult(summary=summary, requests=_requests_table(outcomes),
-                         engines=_engines_table(outcomes), training=_training_table(training, records))
+        return SimResult(summary=SimSummary(**summary),
+                         columns={"requests": _requests_table(outcomes), "engines": _engines_table(outcomes),
+                                  "drafter_training": _training_table(training, records)})
 
     def _summary(self, policy: Any, records: list[dict[str, Any]], makespan: float, wall: float,
                  acc_wall: float, kernel_wall: float) -> dict[str, Any]:

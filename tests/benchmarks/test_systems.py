@@ -50,6 +50,6 @@ def test_scenario_runs_and_is_flagged(sc: dict) -> None:
     if sc["name"] == "copris":
         assert s["off_policy_fraction"] > 0
     else:
-        assert s.get("off_policy_fraction", 0.0) == 0.0
+        assert s.off_policy_fraction == 0.0
     if sc["lossy"] and sc["name"] != "spec-rl-l2-smol":  # lenience 2 on alpha 0.05: ~1e-4, may be 0 here
         assert s["lossy_fraction"] > 0

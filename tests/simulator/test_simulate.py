@@ -37,7 +37,8 @@ def _write(tmp_path, text=None, name="c.toml", dispatch="round-robin"):
 
 
 def _drop_wall(summary):
-    return {k: v for k, v in summary.items() if k not in WALL_KEYS}
+    data = summary if isinstance(summary, dict) else summary.to_json()
+    return {k: v for k, v in data.items() if k not in WALL_KEYS}
 
 
 def test_same_seed_gives_bit_identical_summary(tmp_path):

@@ -37,7 +37,7 @@ def small(**sections) -> dict:
 
 def run(d: dict, policy=None, fast: bool = True) -> dict:
     sim = Simulator(SimConfig.from_dict(copy.deepcopy(d)), fast=fast)
-    return sim.run(policy, show_progress=False).summary
+    return sim.run(policy, show_progress=False).summary.to_json()
 
 
 def conserved(s: dict) -> bool:

@@ -124,7 +124,7 @@ def test_off_policy_tokens_are_the_progress_carried_from_earlier_steps(tmp_path)
     d = small(partial=PARTIAL)
     d["workload"]["steps"] = 3
     res = Simulator(SimConfig.from_dict(d)).run(show_progress=False)
-    t = res.requests
+    t = {k: v.to_numpy() for k, v in res.requests.items()}
     key = (t["origin_step"].astype(np.int64) << 40) + (t["prompt_id"] << 8) + t["sample"]
     for st in res.summary["steps"]:
         now = t["step"] == st["step"]
@@ -213,8 +213,7 @@ def test_idle_engines_train_the_drafter_and_raise_the_next_steps_acceptance():
     # state per run: the same Simulator again gives the same summary; another policy trains on
     # other idle time, so its later steps see another acceptance
     again = sim.run(show_progress=False).summary
-    drop = ("wall_s", "acceptance_wall_s", "kernel_wall_s", "tokens_per_wall_s")
-    assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in s.items() if k not in drop}
+    assert again.deterministic() == s.deterministic()
     other = sim.run(make_policy("ar"), show_progress=False).summary
     assert other["steps"][0]["drafter_alpha"] == alphas[0]
     assert other["steps"][1]["drafter_alpha"] != alphas[1]
