@@ -12,8 +12,9 @@ CPU, writes an HTML report, and prints one screen of results. See analysis/_main
 from __future__ import annotations
 
 import argparse
+import time
 
-STAGES = ("tune", "validate", "report")
+STAGES = ("tune", "validate", "report")  # the stages --skip may leave out (analysis.MAIN_STAGES)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from specroll.analysis._mainjob import main_entry
+    from specroll.analysis import format_main, run_main
 
-    return main_entry(args.out, args.config, args.skip)
+    t0 = time.perf_counter()
+    summary = run_main(args.out, args.config, skip=tuple(args.skip))
+    print(format_main(summary))
+    print(f"\nmain job done in {time.perf_counter() - t0:.0f} s; everything is under {args.out}/ "
+          f"(each stage's summary in {args.out}/logs/)")
+    return 0
