@@ -20,6 +20,10 @@ from specroll import commands
 from specroll.core.errors import SpecrollError
 
 
+# What the [real] extra installs: simulate, tune, plan and report never import these.
+_REAL_EXTRA = ("torch", "gguf", "tokenizers", "jinja2")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="specroll",
@@ -42,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = args.func(args)
     except SpecrollError as exc:
         print(f"specroll: error: {exc.message}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in _REAL_EXTRA:
+            raise
+        print(f"specroll: error: `specroll {args.command}` runs the real backend, which needs {exc.name}. "
+              "Fix: pip install 'specroll[real]'.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("specroll: interrupted", file=sys.stderr)

@@ -1,9 +1,12 @@
 """ServeGen importer: DeepSeek-R1 production output-length distributions -> RL-shaped traces.
 
-The data (../shared/data/servegen-deepseek-r1, see its README) holds, per API client and 6-hour
-window, empirical PMFs stored as strings of Python dict literals (parsed with
-``ast.literal_eval``, never ``eval``), and per-client request rates. Pooling the windows weighted
-by their request counts gives one output-length distribution. It has no prompt identities, so
+ServeGen's raw data (github.com/alibaba/ServeGen, data/reason/deepseek-r1, Apache-2.0) holds, per
+API client and 6-hour window, empirical PMFs stored as strings of Python dict literals (parsed
+with ``ast.literal_eval``, never ``eval``), and per-client request rates. Pooling the windows
+weighted by their request counts gives one output-length distribution. The pooled output and
+input distributions ship with specroll (traces/data/, written by traces/data/pack_servegen.py
+from the raw data), so `specroll trace import servegen` works from any install; ``data_dir``
+(``--data``, or $SPECROLL_SERVEGEN_DIR) pools a raw copy instead. It has no prompt identities, so
 the RL structure (groups, ranks across steps) comes from the synthetic generator's Gaussian
 copula, while the marginal of the lengths is the measured one (step 0 exactly, up to the 1/4096
 quantile resolution).
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import gzip
 import json
 import os
 from dataclasses import dataclass
@@ -30,12 +34,23 @@ CAP = 32768
 QUANTILE_POINTS = 4096
 
 
-def default_data_dir() -> Path:
-    """$SPECROLL_SERVEGEN_DIR, else ../shared/data/servegen-deepseek-r1 beside the repository."""
+PACKED_DIR = Path(__file__).resolve().parent / "data"
+
+
+def default_data_dir() -> Path | None:
+    """$SPECROLL_SERVEGEN_DIR (a raw ServeGen folder), else None: the packed distributions."""
     env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "servegen-deepseek-r1"
+    return Path(env) if env else None
+
+
+def _packed_pmf(field: str) -> LengthPMF:
+    path = PACKED_DIR / f"servegen-r1-{field.split('_')[0]}.csv.gz"
+    if not path.is_file():
+        raise SpecrollError("the packed ServeGen distribution is missing from this install", file=path,
+                            fix=f"reinstall specroll, or pass --data DIR (set {ENV_VAR}) to a raw copy")
+    with gzip.open(path, "rt") as fh:
+        arr = np.loadtxt(fh, delimiter=",", skiprows=1, ndmin=2)
+    return LengthPMF(arr[:, 0].astype(np.int64), arr[:, 1])
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,8 @@ def load_servegen_pmf(data_dir: str | Path | None = None, field: str = "output_t
     """Pool the per-client, per-window PMFs of ``field`` (``output_tokens`` or ``input_tokens``),
     each weighted by its window's request count."""
     data = Path(data_dir) if data_dir is not None else default_data_dir()
+    if data is None:
+        return _packed_pmf(field)
     raw = data / "raw"
     chunks = sorted(raw.glob("chunk-*-dataset.json")) if raw.is_dir() else []
     if not chunks:

@@ -18,6 +18,7 @@ from specroll.traces import (
 )
 
 MINI = Path(__file__).parent / "data" / "servegen-mini"
+RAW = Path(__file__).resolve().parents[3] / "shared" / "data" / "servegen-deepseek-r1"
 
 
 def test_servegen_pooling_weights_windows_by_request_count():
@@ -58,14 +59,15 @@ def test_servegen_bad_dict_string(tmp_path):
         load_servegen_pmf(tmp_path)
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[3] / "shared/data/servegen-deepseek-r1").exists(),
-                    reason="ServeGen data folder not present beside the repository")
-def test_servegen_real_data_matches_shipped_pooled_csv():
-    from specroll.traces import read_pooled_csv
-    from specroll.traces._servegen import default_data_dir
+NO_RAW = "ServeGen's raw data (../shared/data/servegen-deepseek-r1) is not beside this checkout"
 
-    mine = load_servegen_pmf(default_data_dir())
-    theirs = read_pooled_csv(default_data_dir() / "pooled_output_tokens_pmf.csv")
+
+@pytest.mark.skipif(not RAW.is_dir(), reason=NO_RAW)
+def test_servegen_pooling_matches_the_datasets_own_pooled_csv():
+    from specroll.traces import read_pooled_csv
+
+    mine = load_servegen_pmf()  # the packed distribution, itself a pooling of the raw data
+    theirs = read_pooled_csv(RAW / "pooled_output_tokens_pmf.csv")
     assert np.array_equal(mine.values, theirs.values)
     assert np.allclose(mine.probs, theirs.probs, rtol=1e-6, atol=1e-12)
 
@@ -123,3 +125,17 @@ def test_jsonl_round_trip_file(tmp_path):
     back = read_trace(write_trace(trace, tmp_path / "t.parquet"))
     assert back.table.equals(trace.table)
     assert back.column("finished").all()
+
+
+def test_the_packed_servegen_distributions_ship_and_are_normalised():
+    for field in ("output_tokens", "input_tokens"):
+        pmf = load_servegen_pmf(field=field)  # no data dir: the files inside the package
+        assert pmf.values.size > 1000 and np.all(np.diff(pmf.values) > 0)
+        assert abs(pmf.probs.sum() - 1.0) < 1e-9 and (pmf.probs > 0).all()
+
+
+@pytest.mark.skipif(not RAW.is_dir(), reason=NO_RAW)
+def test_the_packed_servegen_distributions_equal_a_pooling_of_the_raw_data():
+    for field in ("output_tokens", "input_tokens"):
+        packed, raw = load_servegen_pmf(field=field), load_servegen_pmf(RAW, field)
+        assert np.array_equal(packed.values, raw.values) and np.array_equal(packed.probs, raw.probs)
