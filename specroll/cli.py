@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from specroll import commands
 from specroll.core.errors import SpecrollError
 
-
 # What the [real] extra installs: simulate, tune, plan and report never import these.
 _REAL_EXTRA = ("torch", "gguf", "tokenizers", "jinja2")
 
