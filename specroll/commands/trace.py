@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--prompts", type=int, default=None, help="prompts per step (default: the preset's)")
     s.add_argument("--samples", type=int, default=None, help="rollouts per prompt (default: the preset's)")
     s.add_argument("--steps", type=int, default=None, help="RL steps (default: the preset's)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed of the synthetic trace")
     s.add_argument("--data", default=None, help="ServeGen data folder (servegen-r1 only; or "
                    "SPECROLL_SERVEGEN_DIR)")
     s.add_argument("--out", required=True, help="output trace (.parquet)")
@@ -52,30 +52,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     sg = isub.add_parser("servegen", help="RL-shaped trace whose length marginal is ServeGen DeepSeek-R1")
     sg.add_argument("--data", default=None, help="servegen-deepseek-r1 folder (default: "
                     "$SPECROLL_SERVEGEN_DIR or ../shared/data/servegen-deepseek-r1)")
-    sg.add_argument("--prompts", type=int, default=None)
-    sg.add_argument("--samples", type=int, default=None)
-    sg.add_argument("--steps", type=int, default=None)
-    sg.add_argument("--seed", type=int, default=0)
-    sg.add_argument("--out", required=True)
+    sg.add_argument("--prompts", type=int, default=None, help="prompts per step (default: the preset's 512)")
+    sg.add_argument("--samples", type=int, default=None,
+                    help="rollouts per prompt (default: the preset's 16)")
+    sg.add_argument("--steps", type=int, default=None, help="RL steps (default: the preset's 8)")
+    sg.add_argument("--seed", type=int, default=0, help="random seed of the RL structure")
+    sg.add_argument("--out", required=True, help="output trace (.parquet)")
     sg.set_defaults(func=_import_servegen)
     js = isub.add_parser("jsonl", help="one JSON record per response (verl/OpenRLHF-style dumps)")
-    js.add_argument("file")
-    js.add_argument("--out", required=True)
+    js.add_argument("file", help="the dump: one JSON record per response")
+    js.add_argument("--out", required=True, help="output trace (.parquet)")
     js.add_argument("--cap", type=int, required=True, help="generation cap (max response tokens)")
-    js.add_argument("--step-field", default="step")
-    js.add_argument("--group-field", default="uid")
-    js.add_argument("--prompt-field", default="prompt")
-    js.add_argument("--prompt-id-field", default=None)
-    js.add_argument("--response-field", default="response")
-    js.add_argument("--length-field", default="response_length")
-    js.add_argument("--prompt-len-field", default=None)
+    js.add_argument("--step-field", default="step", help="record field holding the RL step")
+    js.add_argument("--group-field", default="uid",
+                    help="field naming the prompt's group within a step (verl's uid)")
+    js.add_argument("--prompt-field", default="prompt",
+                    help="field holding the prompt text (its hash identifies the prompt across steps)")
+    js.add_argument("--prompt-id-field", default=None,
+                    help="field holding a prompt id, when the dump has one and no prompt text")
+    js.add_argument("--response-field", default="response", help="field holding the response text")
+    js.add_argument("--length-field", default="response_length",
+                    help="field holding the response length in tokens")
+    js.add_argument("--prompt-len-field", default=None,
+                    help="field holding the prompt length in tokens "
+                         "(else --tokenize or --default-prompt-len)")
     js.add_argument("--finished-field", default=None, help="default: finished = length < cap")
-    js.add_argument("--default-prompt-len", type=int, default=None)
+    js.add_argument("--default-prompt-len", type=int, default=None,
+                    help="prompt length for every record, when the dump has none and is not tokenized")
     js.add_argument("--tokenize", action="store_true", help="count tokens with real_backend's tokenizer "
                     "and store token ids")
     js.add_argument("--tokenizer", default=None, help="tokenizer name for real_backend.load_tokenizer")
-    js.add_argument("--model", default="")
-    js.add_argument("--temperature", type=float, default=1.0)
+    js.add_argument("--model", default="", help="the model that generated the dump (metadata)")
+    js.add_argument("--temperature", type=float, default=1.0,
+                    help="sampling temperature of the dump (metadata)")
     js.set_defaults(func=_import_jsonl)
 
     m = tsub.add_parser("match", help="add match_<drafter>/conf_<drafter> columns (needs token ids)")
@@ -84,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--window", type=int, default=None, help="history window in RL steps")
     m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="drafter parameter (repeatable); values parsed as JSON when possible")
-    m.add_argument("--out", required=True)
+    m.add_argument("--out", required=True, help="output trace with the match columns (.parquet)")
     m.set_defaults(func=_match)
 
     i = tsub.add_parser("info", help="validate a trace and show its metadata and columns")

@@ -60,3 +60,27 @@ def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
         os.umask(mask)
     for name in ("a.bin", "b.parquet"):  # results are meant to be shared: readable by others
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_every_flag_of_every_command_has_help_and_the_help_shows_defaults(capsys):
+    import argparse
+
+    from specroll.cli import all_parsers, build_parser
+
+    parsers = all_parsers(build_parser())
+    assert len(parsers) > 10
+    for p in parsers:
+        for a in p._actions:
+            if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
+                assert a.help, f"{p.prog} {a.option_strings[0]} has no help text"
+    with pytest.raises(SystemExit):
+        main(["rollout", "--help"])
+    assert "(default: 0.7)" in capsys.readouterr().out  # --temperature's default, shown
+
+
+def test_version(capsys):
+    from specroll.core import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"specroll {__version__}"
