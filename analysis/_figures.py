@@ -1,4 +1,4 @@
-"""Report figures for simulations, plans and cross-run comparisons (matplotlib, Agg, PNG).
+"""Report figures for simulations, plans and cross-run comparisons (matplotlib's object API, PNG).
 
 Every function draws one PNG at ``png`` (written atomically, without a timestamp in its metadata
 so the same inputs give the same bytes) and returns its path.
@@ -12,19 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from specroll.core.fileio import atomic_path
+from specroll.core.plotting import colormap, save_png, subplots
 
 DPI = 110
 PHASE_COLORS = {"busy": "#4477aa", "idle": "#aac4e0", "train": "#ee7733", "sync": "#bbbbbb"}
-
-
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plain_log_ticks(axis: Any, base: int = 10) -> None:
@@ -52,16 +43,12 @@ def count_ticks(ax: Any, top: float) -> None:
 
 
 def save(fig: Any, png: Path) -> Path:
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None})
-    pyplot().close(fig)
-    return Path(png)
+    return save_png(fig, png, dpi=DPI)
 
 
 def sim_breakdown(steps: Sequence[dict[str, Any]], engines: int, png: Path) -> Path:
     """Per RL step: the rollout phase split into the mean engine's busy and idle (waiting for the
     step's last rollout) time, then training and weight sync; busy share annotated."""
-    plt = pyplot()
     x = np.array([int(s.get("step", i)) for i, s in enumerate(steps)])
     rollout = np.array([float(s.get("rollout_s", 0.0)) for s in steps])
     busy_frac = np.array([float(s.get("gpu_busy_fraction", np.nan)) for s in steps])
@@ -70,7 +57,7 @@ def sim_breakdown(steps: Sequence[dict[str, Any]], engines: int, png: Path) -> P
     idle = rollout - busy
     train = np.array([float(s.get("train_s", 0.0)) for s in steps])
     sync = np.array([float(s.get("sync_s", 0.0)) for s in steps])
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig, ax = subplots(figsize=(7.5, 4.0))
     width = 0.7 if len(x) > 1 else 0.4
     bottom = np.zeros(len(x))
     for vals, key, label in ((busy, "busy", "rollout: engine busy (mean engine)"),
@@ -109,13 +96,12 @@ def sim_batch(eng: dict[str, np.ndarray], step_t0: dict[int, float], rollout_s: 
     """Active batch size over time per engine, one panel per RL step side by side (at most
     ``max_steps``, spread over the run), and the mean over all engines: the long tail of a
     synchronous step. Meant to span the page's width."""
-    plt = pyplot()
     steps = np.unique(eng["step"])
     if len(steps) > max_steps:
         steps = steps[np.unique(np.linspace(0, len(steps) - 1, max_steps).round().astype(int))]
     # 15 in wide: shown across the page at the same scale (font size) as the half-width figures
-    fig, axes = plt.subplots(1, len(steps), figsize=(15, 4.2), squeeze=False)
-    cmap = plt.get_cmap("tab20")
+    fig, axes = subplots(1, len(steps), figsize=(15, 4.2), squeeze=False)
+    cmap = colormap("tab20")
     top = float(eng["batch_size"].max()) if len(eng["batch_size"]) else 1.0
     for ax, s in zip(axes[0], steps.tolist()):
         sel = eng["step"] == s
@@ -157,10 +143,9 @@ def sim_batch(eng: dict[str, np.ndarray], step_t0: dict[int, float], rollout_s: 
 
 def length_hist(lengths: np.ndarray, png: Path, *, title: str, cap: int | None = None) -> Path:
     """Response-length histogram on log-log axes (log-spaced bins), with p50, p99 and the cap."""
-    plt = pyplot()
     lengths = np.asarray(lengths, dtype=np.float64)
     lengths = lengths[lengths > 0]
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig, ax = subplots(figsize=(7.5, 4.0))
     hi = max(float(lengths.max()) if len(lengths) else 1.0, float(cap or 1))
     bins = np.logspace(0, np.log10(hi) + 0.01, 50)
     ax.hist(lengths, bins=bins, color="#4477aa")
@@ -186,9 +171,8 @@ def compare_bars(labels: Sequence[str], rollout: Sequence[float], other: Sequenc
                  speedup: Sequence[float | None], png: Path, *, baseline: str | None,
                  other_label: str = "train + sync", what: str = "makespan") -> Path:
     """Makespan per run (rollout + the rest, stacked) with the speedup over the baseline run."""
-    plt = pyplot()
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.42 * n + 0.8))
+    fig, ax = subplots(figsize=(7.5, 0.9 + 0.42 * n + 0.8))
     y = np.arange(n)[::-1]
     r, o = np.asarray(rollout, float), np.asarray(other, float)
     ax.barh(y, r, 0.65, color=PHASE_COLORS["busy"], label="rollout" if o.any() else None)
@@ -211,8 +195,7 @@ def compare_bars(labels: Sequence[str], rollout: Sequence[float], other: Sequenc
 
 def plan_curve(plan: dict[str, Any], png: Path) -> Path:
     """Mean RL step time against engine count for every candidate the planner simulated."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig, ax = subplots(figsize=(7.5, 4.0))
     for row in plan.get("rows", []):
         tried = sorted((int(k), float(v)) for k, v in (row.get("tried") or {}).items())
         if not tried:

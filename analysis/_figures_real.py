@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from specroll.analysis._figures import plain_log_ticks, pyplot, save
+from specroll.analysis._figures import plain_log_ticks, save
+from specroll.core.plotting import colormap, subplots
 
 
 def _step_colors(steps: Sequence[int]) -> dict[int, Any]:
-    cmap = pyplot().get_cmap("viridis")
+    cmap = colormap("viridis")
     n = max(len(steps) - 1, 1)
     return {s: cmap(0.85 * i / n) for i, s in enumerate(steps)}
 
@@ -30,10 +31,9 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
 def rollout_batch(it: dict[str, np.ndarray], png: Path) -> Path:
     """Decode batch size over wall time, one line per RL step (time = sum of the step's iteration
     wall times, prefills included, so the x axis ends at the step's makespan)."""
-    plt = pyplot()
     steps = np.unique(it["step"]).tolist()
     colors = _step_colors(steps)
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig, ax = subplots(figsize=(7.5, 4.0))
     for s in steps:
         sel = it["step"] == s
         wall = it["wall_s"][sel]
@@ -55,10 +55,9 @@ def rollout_batch(it: dict[str, np.ndarray], png: Path) -> Path:
 
 def rollout_accepted(it: dict[str, np.ndarray], png: Path) -> Path:
     """Accepted draft tokens per decode iteration (whole batch, and per request in the batch)."""
-    plt = pyplot()
     steps = np.unique(it["step"]).tolist()
     colors = _step_colors(steps)
-    fig, axes = plt.subplots(2, 1, figsize=(7.5, 5.4), sharex=True)
+    fig, axes = subplots(2, 1, figsize=(7.5, 5.4), sharex=True)
     for s in steps:
         sel = (it["step"] == s) & (it["phase"] == "decode")
         if not sel.any():
@@ -84,8 +83,7 @@ def rollout_accepted(it: dict[str, np.ndarray], png: Path) -> Path:
 def rollout_iter_time(it: dict[str, np.ndarray], png: Path) -> Path:
     """Iteration wall time against batch size; colour = query tokens per request (1 = plain
     decode, more = verifying drafts); prefills in grey."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig, ax = subplots(figsize=(7.5, 4.0))
     dec = it["phase"] == "decode"
     q_per = it["q_sum"][dec] / np.maximum(it["batch_size"][dec], 1)
     sc = ax.scatter(it["batch_size"][dec], 1e3 * it["wall_s"][dec], c=q_per, s=9, cmap="plasma",
@@ -111,8 +109,7 @@ def rollout_iter_time(it: dict[str, np.ndarray], png: Path) -> Path:
 def validate_parity(cmp: dict[str, np.ndarray], png: Path, *, band: float = 0.10) -> Path:
     """Simulated against measured makespan, one point per (policy, repeat, step); y = x and a
     +-``band`` relative band."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.2, 5.6))
+    fig, ax = subplots(figsize=(6.2, 5.6))
     real, sim = cmp["real_makespan_s"].astype(float), cmp["sim_makespan_s"].astype(float)
     ok = np.isfinite(real) & np.isfinite(sim) & (real > 0) & (sim > 0)
     lo = float(min(real[ok].min(), sim[ok].min())) * 0.8 if ok.any() else 0.1
@@ -144,8 +141,7 @@ def validate_parity(cmp: dict[str, np.ndarray], png: Path, *, band: float = 0.10
 def validate_speedup(names: Sequence[str], measured: Sequence[float | None],
                      predicted: Sequence[float | None], png: Path) -> Path:
     """Measured and predicted speedup over autoregressive decoding, per policy."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig, ax = subplots(figsize=(7.5, 4.0))
     x = np.arange(len(names))
     m = np.array([np.nan if v is None else float(v) for v in measured])
     p = np.array([np.nan if v is None else float(v) for v in predicted])
@@ -170,8 +166,7 @@ def tune_history(number: np.ndarray, value: np.ndarray, png: Path, *, label: str
                  refs: dict[str, float] | None = None) -> Path:
     """Objective of every completed trial and the running best (the Optuna history plot), with
     reference values (the family's defaults, no speculation) as horizontal lines."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig, ax = subplots(figsize=(7.5, 4.0))
     order = np.argsort(number, kind="stable")
     n, v = number[order], value[order]
     ax.scatter(n, v, s=16, color="#4477aa", alpha=0.8, label="trial")
@@ -189,9 +184,8 @@ def tune_history(number: np.ndarray, value: np.ndarray, png: Path, *, label: str
 
 def tune_importance(importances: dict[str, float], png: Path, *, method: str) -> Path:
     """Parameter importances as horizontal bars (largest on top)."""
-    plt = pyplot()
     items = sorted(importances.items(), key=lambda kv: kv[1])
-    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.38 * len(items)))
+    fig, ax = subplots(figsize=(7.5, 1.2 + 0.38 * len(items)))
     names = [k for k, _ in items]
     vals = [v for _, v in items]
     ax.barh(names, vals, color="#228833")
@@ -207,12 +201,11 @@ def tune_importance(importances: dict[str, float], png: Path, *, method: str) ->
 def tune_slices(params: dict[str, np.ndarray], value: np.ndarray, png: Path, *,
                 label: str = "objective") -> Path:
     """Objective against each searched parameter (one small panel each; categories spread on x)."""
-    plt = pyplot()
     names = list(params)
     ncols = min(4, len(names))
     nrows = -(-len(names) // ncols)
     # three or more panels: 15 in wide, meant to span the page (see sim_batch); else half width
-    fig, axes = plt.subplots(nrows, ncols, figsize=(15 if ncols >= 3 else 7.5, 3.3 * nrows + 0.6),
+    fig, axes = subplots(nrows, ncols, figsize=(15 if ncols >= 3 else 7.5, 3.3 * nrows + 0.6),
                              squeeze=False, sharey=True)
     n = len(value)
     order = np.arange(n)  # trial order: later trials darker (the lightest stay visible: vmin < 0)

@@ -17,6 +17,7 @@ from specroll.calibration._measure import TimingStep, build_grid, grid_spec, mea
 from specroll.calibration._profile import CostProfile
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import atomic_path
+from specroll.core.plotting import save_png, subplots
 from specroll.core.progress import say
 from specroll.core.shapes import ModelShape
 
@@ -186,10 +187,6 @@ def read_measurements(path: str | Path) -> tuple[list[dict], ModelShape, DeviceS
 
 def plot_fit(cal: Calibration, path: str | Path) -> Path:
     """Measured vs predicted (log-log), physical model beside the DAS-style baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     rows = cal.rows
     meas = np.array([r[STATS[cal.profile.extra.get("fit_stat", "median")]] for r in rows]) * 1e3
@@ -199,7 +196,7 @@ def plot_fit(cal: Calibration, path: str | Path) -> Path:
     base = cal.fit.baseline
     q_sum = np.array([r["q_sum"] for r in rows])
     pred_base = (base["c_base"] + base["c_tok"] * q_sum) * 1e3
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
+    fig, axes = subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
     lo, hi = meas.min() * 0.8, meas.max() * 1.25
     panels = ((axes[0], pred, f"physical model: held-out MAPE {100 * cal.fit.heldout_mape:.1f}%"),
               (axes[1], pred_base,
@@ -219,7 +216,5 @@ def plot_fit(cal: Calibration, path: str | Path) -> Path:
     prof = cal.profile
     fig.suptitle(f"{prof.model} on {prof.device.name} ({prof.dtype}): one forward step", fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
     return Path(path)

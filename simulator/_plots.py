@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from specroll.core.fileio import atomic_path
+from specroll.core.plotting import save_png, subplots
 
 
 def batch_size_over_time(config: Any, policies: list[Any], *, step: int | None = None,
@@ -39,12 +39,8 @@ def _short(params: dict[str, Any]) -> str:
 
 def plot_batch_size(data: dict[str, dict[str, np.ndarray]], path: str | Path) -> Path:
     """One panel per policy, one step line per engine; the rollout phase's end marked."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(data), 1, figsize=(9, 2.6 * len(data)), sharex=True, squeeze=False)
+    fig, axes = subplots(len(data), 1, figsize=(9, 2.6 * len(data)), sharex=True, squeeze=False)
     for ax, (label, d) in zip(axes[:, 0], data.items()):
         for e in np.unique(d["engine"]).tolist():
             sel = d["engine"] == e
@@ -60,7 +56,5 @@ def plot_batch_size(data: dict[str, dict[str, np.ndarray]], path: str | Path) ->
         ax.set_ylim(bottom=0)
     axes[-1, 0].set_xlabel("time in the RL step (s)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
     return Path(path)

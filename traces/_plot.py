@@ -6,16 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from specroll.core.fileio import atomic_path
+from specroll.core.plotting import save_png, subplots
 from specroll.traces._trace import Trace
 
 
 def plot_trace(trace: Trace, out_dir: str | Path, max_prompts: int = 40) -> list[Path]:
     """Write ``lengths_hist.png`` and ``lengths_by_step.png`` into ``out_dir``; return their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -23,7 +19,7 @@ def plot_trace(trace: Trace, out_dir: str | Path, max_prompts: int = 40) -> list
     cap = trace.max_response_len
     written = []
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(7, 4.2))
     bins = np.logspace(0, np.log10(cap) + 0.01, 60)
     ax.hist(rlen, bins=bins, color="#4477aa")
     ax.set_xscale("log")
@@ -37,7 +33,6 @@ def plot_trace(trace: Trace, out_dir: str | Path, max_prompts: int = 40) -> list
     ax.legend()
     fig.tight_layout()
     written.append(_save(fig, out_dir / "lengths_hist.png"))
-    plt.close(fig)
 
     # Per-prompt mean length across steps, for the prompts seen in the most steps (ranks, movers, drift).
     step, pid = trace.column("step"), trace.column("prompt_id")
@@ -55,7 +50,7 @@ def plot_trace(trace: Trace, out_dir: str | Path, max_prompts: int = 40) -> list
     full = np.flatnonzero(seen == seen.max())
     full = full[np.argsort(np.nanmean(means[full], axis=1), kind="stable")]
     chosen = full[np.unique(np.linspace(0, len(full) - 1, min(max_prompts, len(full))).round().astype(int))]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(7, 4.2))
     for i in chosen:
         ax.plot(steps, means[i], marker="o", ms=2.5, lw=0.8, alpha=0.7)
     ax.set_yscale("log")
@@ -65,12 +60,10 @@ def plot_trace(trace: Trace, out_dir: str | Path, max_prompts: int = 40) -> list
     ax.set_title(f"per-prompt lengths across steps ({len(chosen)} of {len(uniq):,} prompts)")
     fig.tight_layout()
     written.append(_save(fig, out_dir / "lengths_by_step.png"))
-    plt.close(fig)
     return written
 
 
 def _save(fig, path: Path) -> Path:
     # no timestamps in PNG metadata, so the same trace gives the same bytes
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
+    save_png(fig, path)
     return path
