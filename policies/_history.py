@@ -1,7 +1,7 @@
 """Length history: a prompt's past response lengths predict the length of its next rollout.
 
 RL re-samples the same prompts every step, and a prompt's response length is strongly
-correlated across steps (DAS §3; DESIGN.md "why the problem exists"), so the mean of its recent
+correlated across steps (DAS §3; docs/design.md "Why the problem exists"), so the mean of its recent
 rollouts is a good predictor of which requests will form the long tail. The simulator and the
 real backend record every completed rollout once its step ends and fill
 ``PolicyState.predicted_len`` from :meth:`LengthHistory.predict` at admission.

@@ -1,7 +1,7 @@
 """Match-length traces: replay a trace's rollouts through a drafter exactly as the real backend does.
 
 For rollout y and position t, m_t = the length of the common prefix of the drafter's proposal
-after seeing prompt + y[:t] and y[t:] (DESIGN.md §1): drafting K tokens at t accepts min(K, m_t).
+after seeing prompt + y[:t] and y[t:] (docs/design.md §1): drafting K tokens at t accepts min(K, m_t).
 The replay makes the same calls as real_backend's engine and rollout loop, in the same order:
 
     for each step (ascending):  start_step(step)

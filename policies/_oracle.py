@@ -11,7 +11,7 @@ from specroll.policies._state import PolicyState
 
 @register_policy("oracle")
 class OraclePolicy(Policy):
-    """Drafts exactly m_t (DESIGN.md §1): every drafted token is accepted and none is wasted.
+    """Drafts exactly m_t (docs/design.md §1): every drafted token is accepted and none is wasted.
 
     With match-length replay no policy accepts more tokens per iteration at a smaller draft, so
     its makespan bounds the others (for a cost that grows with draft tokens). It reads

@@ -2,7 +2,7 @@
 
 Model side: :func:`load_model` (SmolLM2-135M from its GGUF, or random-weight timing shapes),
 :class:`Transformer`, :class:`KVCache`, :class:`ModelConfig`, :func:`load_tokenizer`, :func:`model_file`,
-:func:`keyed_sample` (position-keyed Gumbel-max sampling), :func:`make_timing_step` (calibration),
+:func:`keyed_sample` (position-keyed inverse-CDF sampling), :func:`make_timing_step` (calibration),
 :class:`GraphPool` (CUDA-graph decode/verify steps; its cache needs max_batch + 1 slots).
 
 Drafting and acceptance beyond exact chains: :data:`ACCEPT_RULES` / :func:`make_accept_rule` (exact,
@@ -14,7 +14,8 @@ Engine side (engine, workload, rollouts): :class:`Engine`, :func:`rollout`, :cla
 :func:`check_answer`, and the exact-arithmetic :class:`ToyLM` for tests.
 """
 
-# Model side (engineer M): _gguf, _model, _tokenizer, _sampling, _timing, _graphs; the rest is E's.
+# The model layer (_gguf, _model, _tokenizer, _sampling, _graphs, _toy) imports only specroll.core;
+# the engine layer (the rest) builds on it and on the policies (tests/test_layers.py).
 from specroll.real_backend._engine import Engine, RolloutOutput, StepOutput
 from specroll.real_backend._gguf import model_file
 from specroll.real_backend._graphs import GraphPool
@@ -36,7 +37,7 @@ from specroll.real_backend._workload import (
 )
 
 __all__ = [
-    # model side (engineer M)
+    # model layer
     "GraphPool",
     "KVCache",
     "ModelConfig",
@@ -48,7 +49,7 @@ __all__ = [
     "keyed_sample",
     "make_timing_step",
     "model_file",
-    # engine side (engineer E)
+    # engine layer
     "ACCEPT_RULES",
     "AcceptRule",
     "LayerSkipDrafter",

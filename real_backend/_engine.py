@@ -7,7 +7,7 @@ forward (rows right-padded to the longest), samples the target's own token at ev
 position with the position-keyed sampler, and accepts the longest draft prefix equal to those
 samples plus the target's next token. Because the token at response position t is a function of
 (seed, key, t, logits) only, the output equals plain autoregressive decoding whatever the policy
-drafts (DESIGN.md §1). Rejected drafts and padding need no cache clean-up: their K/V land past
+drafts (docs/design.md §1). Rejected drafts and padding need no cache clean-up: their K/V land past
 the row's real length and are overwritten before anything attends to them.
 
 The policy sees this engine's :class:`PolicyState` each iteration and its :class:`Feedback`

@@ -2,7 +2,7 @@
 
 Each RL step generates ``samples`` rollouts of every prompt with the engine under one policy and
 drafter; finished rollouts then enter the drafter's history and the prompts' length history, so
-later steps draft from earlier ones (DESIGN.md "Why the problem exists"). An optional small
+later steps draft from earlier ones (docs/design.md "Why the problem exists"). An optional small
 multiplicative weight perturbation per step stands in for the policy update between steps.
 Outputs: the rollout trace (token ids included), per-iteration records, and a summary.
 """
@@ -50,13 +50,6 @@ class NoDrafter:
 
     def propose(self, rid: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-
-
-class _NoHistory:
-    def record(self, step: int, prompt_id: int, response_len: int, finished: bool) -> None: ...
-
-    def predict(self, prompt_ids: np.ndarray, step: int) -> np.ndarray:
-        return np.full(len(prompt_ids), np.nan)
 
 
 def check_model(name: str) -> None:
@@ -231,11 +224,8 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
         from specroll.policies import make_drafter
         drafter = make_drafter(cfg.drafter, **cfg.drafter_params)
     if history is None:
-        try:
-            from specroll.policies import LengthHistory
-            history = LengthHistory(window=cfg.length_window)
-        except ImportError:  # policies without length history yet: predictions stay unknown (NaN)
-            history = _NoHistory()
+        from specroll.policies import LengthHistory
+        history = LengthHistory(window=cfg.length_window)
     backend = backend or load_backend(cfg)
     model, tok, make_cache, ctx_limit, dtype = (backend.model, backend.tokenizer, backend.make_cache,
                                                 backend.ctx_limit, backend.dtype)

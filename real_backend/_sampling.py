@@ -1,5 +1,5 @@
 """Position-keyed sampling: the token at position t of request r is a pure function of
-(seed, r, t, logits), whatever else shares the batch (DESIGN.md §1).
+(seed, r, t, logits), whatever else shares the batch (docs/design.md §1).
 
 Inverse-CDF sampling with a keyed uniform: u is drawn from a counter-based integer hash of
 (seed, key, position), so no RNG state is carried and the same integers come out on CPU and CUDA;

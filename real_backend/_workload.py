@@ -18,7 +18,7 @@ from typing import Any
 from specroll.core.errors import SpecrollError
 
 # Why these instructions: SmolLM2-135M-Instruct answers such problems in a few dozen to a few
-# hundred tokens, with a long tail of rambling responses (DESIGN.md "Real models here").
+# hundred tokens, with a long tail of rambling responses (the design card's "Real models here").
 _INSTRUCTION = "Solve the problem step by step, then write the final answer as a number."
 
 # (template, answer function). Names and items are filled in from the seeded generator.

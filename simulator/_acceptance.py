@@ -1,7 +1,7 @@
 """Acceptance sources: how many draft tokens a request accepts at each position.
 
 Every source turns one RL step's rollouts into a flat per-position match-length array ``match``
-(m_t of DESIGN.md §1: drafting K tokens at position t accepts min(K, m_t)), so the kernel's
+(m_t of docs/design.md §1: drafting K tokens at position t accepts min(K, m_t)), so the kernel's
 acceptance is one gather per iteration whatever the source:
 
 - ``trace``: exact replay of a trace's ``match_<drafter>`` (and ``conf_<drafter>``) columns;

@@ -18,6 +18,7 @@ import numpy as np
 
 from specroll.core.errors import SpecrollError
 from specroll.core.progress import progress
+from specroll.policies import LengthHistory
 from specroll.simulator._acceptance import StepAcceptance
 from specroll.simulator._config import SimConfig
 from specroll.simulator._kernel import StepKernel
@@ -25,12 +26,6 @@ from specroll.simulator._partial import FreshQueue, carry_over, merge_step
 from specroll.simulator._result import SimResult, SimSummary
 from specroll.simulator._step import EngineSpec, StepOutcome
 from specroll.simulator._workload import dispatch, load_trace, split_steps
-
-
-def _length_history(window: int):
-    from specroll import policies
-    cls = getattr(policies, "LengthHistory", None)
-    return None if cls is None else cls(window=window)
 
 
 class Simulator:
@@ -102,7 +97,7 @@ class Simulator:
 
         cfg = self.config
         policy = cfg.make_policy() if policy is None else policy
-        history = _length_history(cfg.workload.history_window)
+        history = LengthHistory(window=cfg.workload.history_window)
         env = simpy.Environment()
         E = cfg.cluster.engines
         partial = cfg.partial.enabled
@@ -151,9 +146,7 @@ class Simulator:
                     ro, acc, gen0, origin = merge_step(carry[0], parts, ro_new.step)
                 else:
                     ro, acc, gen0, origin = ro_new, self.acceptance(i), None, None
-                pred = (history.predict(ro.prompt_id, ro.step) if history is not None
-                        else np.full(ro.n, np.nan))
-                pred = np.asarray(pred, dtype=np.float64)
+                pred = np.asarray(history.predict(ro.prompt_id, ro.step), dtype=np.float64)
                 work = pred if gen0 is None else np.maximum(pred - gen0, 1.0)
                 engine_of, queue = dispatch(work, E, cfg.cluster.dispatch, step=i,
                                             long_engines=cfg.cluster.long_engines,
@@ -187,9 +180,8 @@ class Simulator:
                     extra["carried_over"] = 0 if carry[0] is None else carry[0].n
                 yield env.timeout(train_s)
                 yield env.timeout(sync_s)
-                if history is not None:
-                    history.record(np.full(int(completed.sum()), ro.step), ro.prompt_id[completed],
-                                   ro.response_len[completed], ro.finished[completed])
+                history.record(np.full(int(completed.sum()), ro.step), ro.prompt_id[completed],
+                               ro.response_len[completed], ro.finished[completed])
                 records.append(_step_record(ro, out, rollout_s, train_s, sync_s, env.now - t_start, E, extra))
                 outcomes.append((ro.step, t_start, out, ro, origin, gen0))
                 bar.update(1)

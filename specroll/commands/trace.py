@@ -192,14 +192,9 @@ def _import_jsonl(args: argparse.Namespace) -> int:
 
 def _match(args: argparse.Namespace) -> int:
     from specroll.core.progress import say
+    from specroll.policies import compute_match_lengths
     from specroll.traces import read_trace, write_trace
 
-    try:
-        from specroll.policies import compute_match_lengths
-    except ImportError:
-        raise SpecrollError("policies.compute_match_lengths is not available in this install",
-                            field="--drafter",
-                            fix="update specroll (the drafters live in policies/)") from None
     trace = read_trace(args.trace)
     for col in ("token_ids", "prompt_token_ids"):
         if not trace.has(col):

