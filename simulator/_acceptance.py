@@ -26,6 +26,7 @@ import numpy as np
 from specroll.core.config import check_kwargs
 from specroll.core.errors import SpecrollError
 from specroll.core.registry import Registry
+from specroll.simulator._keys import position_bits, rollout_keys, to_unit
 
 # Positions generated per chunk: keeps temporaries cache-sized and memory bounded at 4x scale.
 _CHUNK = 1 << 18
@@ -143,50 +144,6 @@ def make_acceptance(name: str, params: dict[str, Any] | None = None, *, file: st
     return factory(**kwargs)
 
 
-# --- counter-based hashing: uniform draws keyed by (seed, step, prompt_id, sample, position) ------
-
-_GOLDEN = np.uint32(0x9E3779B9)
-
-
-def _fmix32(x: np.ndarray) -> np.ndarray:
-    """murmur3's finalizer, in place on uint32: a bijection with good avalanche."""
-    tmp = np.empty_like(x)
-    for shift, mult in ((16, 0x85EBCA6B), (13, 0xC2B2AE35), (16, 0)):
-        np.right_shift(x, np.uint32(shift), out=tmp)
-        x ^= tmp
-        if mult:
-            x *= np.uint32(mult)
-    return x
-
-
-def rollout_keys(seed: int, step: int, prompt_id: np.ndarray, sample: np.ndarray, stream: int
-                 ) -> np.ndarray:
-    """uint32 (R,): one key per rollout and random stream, independent of dispatch and policy."""
-    with np.errstate(over="ignore"):
-        pid = np.asarray(prompt_id, dtype=np.int64).astype(np.uint64)
-        x = _fmix32(np.full(pid.shape, (seed * 0x2545F491 + stream * 0x68E31DA4) & 0xFFFFFFFF,
-                            dtype=np.uint32) ^ np.uint32(step & 0xFFFFFFFF))
-        x = _fmix32(x ^ (pid & np.uint64(0xFFFFFFFF)).astype(np.uint32))
-        x = _fmix32(x ^ (pid >> np.uint64(32)).astype(np.uint32))
-        x = _fmix32(x ^ np.asarray(sample, dtype=np.int64).astype(np.uint32))
-    return x
-
-
-def _position_bits(keys: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """uint32 hash of (key, position t within its rollout) for every position, concatenated."""
-    total = int(lens.sum())
-    starts = np.cumsum(lens) - lens
-    with np.errstate(over="ignore"):
-        base = keys - (starts.astype(np.uint32) * _GOLDEN)
-        x = np.repeat(base, lens)
-        x += np.arange(total, dtype=np.uint32) * _GOLDEN
-    return _fmix32(x)
-
-
-def _to_unit(bits: np.ndarray) -> np.ndarray:
-    return (bits >> np.uint32(8)).astype(np.float32) * np.float32(1.0 / (1 << 24))
-
-
 def match_from_failures(fail: np.ndarray, kmax: int) -> np.ndarray:
     """m_t = min(kmax, run of non-failing positions from t) as int8; ``fail`` is bool.
 
@@ -261,7 +218,7 @@ class ParametricAcceptance(AcceptanceSource):
             return np.full(ro.n, self.alpha)
         from scipy.special import betaincinv
 
-        u = _to_unit(rollout_keys(seed, ro.step, ro.prompt_id, ro.sample, stream=7)).astype(np.float64)
+        u = to_unit(rollout_keys(seed, ro.step, ro.prompt_id, ro.sample, stream=7)).astype(np.float64)
         a = self.alpha * self.concentration
         b = (1.0 - self.alpha) * self.concentration
         return np.clip(betaincinv(a, b, np.clip(u, 1e-7, 1 - 1e-7)), 1e-4, 1 - 1e-4)
@@ -282,7 +239,7 @@ class ParametricAcceptance(AcceptanceSource):
         if self.spread == 0.0:
             return mean.astype(np.float32)
         keys = rollout_keys(seed, ro.step, ro.prompt_id[lo:hi], ro.sample[lo:hi], stream=2)
-        v = _to_unit(_position_bits(keys, lens))
+        v = to_unit(position_bits(keys, lens))
         c = (1.0 - mean) / np.maximum(mean, 1e-6)
         return ((1.0 - self.spread) * mean + self.spread * v ** c).astype(np.float32)
 
@@ -319,14 +276,14 @@ class ParametricAcceptance(AcceptanceSource):
             ln = lens[lo:hi]
             thr = p = None
             for b in range(self.tree_width):
-                bits = _position_bits(keys[b][lo:hi], ln)
+                bits = position_bits(keys[b][lo:hi], ln)
                 if self.spread == 0.0:
                     # Compare the raw bits with integer thresholds: no float array per position.
                     thr = self._thresholds(req_alpha, lo, hi, ln) if thr is None else thr
                     fail = bits >= thr
                 else:
                     p = self._latent_p(ro, seed, req_alpha, lo, hi, ln) if p is None else p
-                    fail = _to_unit(bits) >= p
+                    fail = to_unit(bits) >= p
                 fail[np.cumsum(ln) - 1] = True  # the last token is always the target's own
                 m = match_from_failures(fail, self.kmax)
                 seg = match[offsets[lo]:offsets[hi]]
@@ -351,7 +308,7 @@ class ParametricAcceptance(AcceptanceSource):
             p = self._latent_p(ro, seed, req_alpha, lo, hi, ln)
             p = np.full(int(ln.sum()), p, np.float32) if np.isscalar(p) else p
             if self.conf_noise > 0:
-                noise = _to_unit(_position_bits(keys[lo:hi], ln)) * 2.0 - 1.0
+                noise = to_unit(position_bits(keys[lo:hi], ln)) * 2.0 - 1.0
                 p = np.clip(p + np.float32(self.conf_noise) * noise, 0.0, 1.0)
             conf[offsets[lo]:offsets[hi]] = p
         return conf

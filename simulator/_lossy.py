@@ -43,10 +43,8 @@ from specroll.simulator._acceptance import (
     StepAcceptance,
     StepRollouts,
     _chunks,
-    _position_bits,
-    _to_unit,
-    rollout_keys,
 )
+from specroll.simulator._keys import position_bits, rollout_keys, to_unit
 
 METHODS = ("judge", "entropy", "spec-rl")
 # Random streams of the lossy draws (the parametric source uses 1-3, 7 and 100+ for tree branches).
@@ -199,7 +197,7 @@ class LossyAcceptance(AcceptanceSource):
         pid, smp = ro.prompt_id[lo:hi], ro.sample[lo:hi]
 
         def unit(stream: int) -> np.ndarray:
-            return _to_unit(_position_bits(rollout_keys(seed, ro.step, pid, smp, stream=stream), ln))
+            return to_unit(position_bits(rollout_keys(seed, ro.step, pid, smp, stream=stream), ln))
 
         if self.method in ("judge", "spec-rl"):
             prob = self.p if self.method == "judge" else 1.0 - 1.0 / self.lenience
@@ -247,7 +245,7 @@ class LossyAcceptance(AcceptanceSource):
             a = int(acc.offsets[lo])
             ln = lens[lo:hi]
             keys = rollout_keys(seed, ro.step, ro.prompt_id[lo:hi], ro.sample[lo:hi], stream=_REUSE)
-            miss = _position_bits(keys, ln) >= thr
+            miss = position_bits(keys, ln) >= thr
             jump = acc.lossy.skip[a:a + miss.shape[0]] > 0
             local = np.arange(miss.shape[0]) - np.repeat(acc.offsets[lo:hi] - a, ln)
             stop = np.where(miss & ~jump, local, np.iinfo(np.int64).max)

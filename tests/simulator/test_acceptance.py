@@ -88,7 +88,7 @@ def test_bad_parametric_parameters():
 
 @pytest.mark.parametrize("model", ["iid", "decay", "beta"])
 def test_parametric_match_equals_a_direct_per_position_reference(model):
-    from specroll.simulator._acceptance import _position_bits, rollout_keys
+    from specroll.simulator._keys import position_bits, rollout_keys
 
     ro = _rollouts([1, 7, 300, 2000, 45, 5000])
     src = ParametricAcceptance(model=model, alpha=0.8, alpha_end=0.4, decay_tokens=700, kmax=5)
@@ -102,7 +102,7 @@ def test_parametric_match_equals_a_direct_per_position_reference(model):
     else:
         p = np.repeat(src._request_alpha(ro, 9), lens)
     thr = np.minimum(p * 2.0**32, 2.0**32 - 1).astype(np.uint32)
-    bits = _position_bits(rollout_keys(9, ro.step, ro.prompt_id, ro.sample, stream=1), lens)
+    bits = position_bits(rollout_keys(9, ro.step, ro.prompt_id, ro.sample, stream=1), lens)
     fail = bits >= thr
     fail[np.cumsum(lens) - 1] = True
     assert np.array_equal(acc.match[:t.size], match_from_failures(fail, 5))
