@@ -22,7 +22,8 @@ from specroll.real_backend._graphs import GraphPool
 from specroll.real_backend._lossy import ACCEPT_RULES, AcceptRule, make_accept_rule
 from specroll.real_backend._model import KVCache, ModelConfig, Transformer, load_model
 from specroll.real_backend._model_drafter import MODEL_DRAFTERS, LayerSkipDrafter, make_model_drafter
-from specroll.real_backend._rollout import Backend, RolloutConfig, RolloutResult, load_backend, rollout
+from specroll.real_backend._results import RolloutResult, RolloutStep, RolloutSummary
+from specroll.real_backend._rollout import Backend, RolloutConfig, load_backend, rollout
 from specroll.real_backend._sampling import keyed_sample
 from specroll.real_backend._timing import TimingStep, make_timing_step
 from specroll.real_backend._tokenizer import Tokenizer, load_tokenizer
@@ -63,6 +64,8 @@ __all__ = [
     "RolloutOutput",
     "RolloutRequest",
     "RolloutResult",
+    "RolloutStep",
+    "RolloutSummary",
     "StepOutput",
     "ToyLM",
     "ToyTokenizer",

@@ -10,7 +10,6 @@ Outputs: the rollout trace (token ids included), per-iteration records, and a su
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -18,9 +17,9 @@ from pydantic import Field
 
 from specroll.core.config import ConfigModel
 from specroll.core.errors import SpecrollError
-from specroll.core.fileio import atomic_path, write_json
 from specroll.real_backend._engine import sample_kw
 from specroll.real_backend._lossy import make_accept_rule
+from specroll.real_backend._results import RolloutResult, RolloutSummary
 from specroll.real_backend._workload import (
     Prompt,
     arithmetic_prompts,
@@ -96,35 +95,6 @@ class RolloutConfig(ConfigModel):
         if rule.draft_stop is not None and self.drafter not in MODEL_DRAFTERS:
             raise SpecrollError(f"accept rule '{self.accept}' needs a model drafter, got '{self.drafter}'",
                                 field="drafter", fix=f"use --drafter {' or '.join(MODEL_DRAFTERS.names())}")
-
-
-@dataclass
-class RolloutResult:
-    trace: Any
-    """traces.Trace: one row per rollout with prompt_token_ids and token_ids."""
-    iterations: list[dict[str, Any]]
-    decisions: list[dict[str, Any]]
-    """per request per decode iteration: step, iteration, rid, generated, k, accepted."""
-    summary: dict[str, Any]
-    texts: list[str]
-
-    def write(self, out: str | Path) -> dict[str, Path]:
-        """Write trace.parquet, iterations.parquet and summary.json into ``out`` (atomically)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from specroll.traces import write_trace
-
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"trace": out / "trace.parquet", "iterations": out / "iterations.parquet",
-                 "summary": out / "summary.json"}
-        write_trace(self.trace, paths["trace"])
-        table = pa.Table.from_pylist(self.iterations)
-        with atomic_path(paths["iterations"]) as tmp:
-            pq.write_table(table, tmp)
-        write_json(paths["summary"], self.summary)
-        return paths
 
 
 @dataclass
@@ -356,14 +326,14 @@ def _step_summary(step: int, out: Any, correct: list[bool | None]) -> dict[str, 
 
 
 def _summary(cfg: RolloutConfig, policy: Any, steps: list[dict[str, Any]], dtype: str,
-             kmax: int) -> dict[str, Any]:
+             kmax: int) -> RolloutSummary:
     tokens = sum(s["tokens"] for s in steps)
     wall = sum(s["makespan_s"] for s in steps)
     iters = sum(s["iterations"] for s in steps)
     accepted = sum(s["accepted"] for s in steps)
     config = cfg.model_dump()
     config.update(dtype=dtype, kmax=kmax, policy_spec=policy.to_dict())
-    return {
+    return RolloutSummary(**{
         "config": config,
         "steps": steps,
         "makespan_s": [s["makespan_s"] for s in steps],
@@ -377,4 +347,4 @@ def _summary(cfg: RolloutConfig, policy: Any, steps: list[dict[str, Any]], dtype
         "lossy": make_accept_rule(cfg.accept, **cfg.accept_params).is_lossy,
         "lossy_tokens": sum(s["lossy_tokens"] for s in steps),
         "lossy_fraction": sum(s["lossy_tokens"] for s in steps) / tokens if tokens else 0.0,
-    }
+    })
