@@ -21,7 +21,7 @@ from specroll.simulator._drafter_training import AdaptiveDrafterAcceptance
 from specroll.simulator._kernel import StepKernel
 from specroll.simulator._lossy import METHODS as LOSSY_METHODS
 from specroll.simulator._lossy import LossyAcceptance, LossyPositions
-from specroll.simulator._plan import PlanRow, fewest_engines, format_plan, plan
+from specroll.simulator._plan import PlanRow, PlanSummary, fewest_engines, format_plan, plan, plan_summary
 from specroll.simulator._plots import batch_size_over_time, plot_batch_size
 from specroll.simulator._result import WALL_KEYS, SimResult
 from specroll.simulator._simulate import Simulator, simulate, simulate_policies
@@ -57,6 +57,8 @@ __all__ = [
     "StepRollouts",
     "TraceAcceptance",
     "PlanRow",
+    "PlanSummary",
+    "plan_summary",
     "batch_size_over_time",
     "fewest_engines",
     "format_plan",

@@ -2,12 +2,16 @@
 
 Searches engine counts (doubling, then bisection; each candidate a full simulation), once
 without speculation and once with the config's policy, and prints and writes the table
-(DIR/plan.json).
+(DIR/plan.json). Exit code 0 when every row meets the target, 3 when one does not within
+--max-engines (the table then says the best step time found and, extrapolated, how many engines
+would meet it), 2 on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+
+NOT_MET = 3  # exit code: a row's target is not met within --max-engines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,16 +31,11 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from specroll.commands.simulate import load_config
-    from specroll.core.fileio import write_json
-    from specroll.simulator import format_plan, plan
+    from specroll.simulator import format_plan, plan, plan_summary
 
     cfg = load_config(args)
     rows = plan(cfg, args.step_time, max_engines=args.max_engines)
-    text = format_plan(rows, args.step_time, cfg)
-    write_json(Path(args.out) / "plan.json", {
-        "step_time_s": args.step_time, "tp": cfg.cluster.tp, "model": cfg.model.name,
-        "profile": cfg.profile_name(),
-        "rows": [{"label": r.label, "policy": r.policy, "engines": r.engines, "step_s": r.step_s,
-                  "tried": {str(k): v for k, v in r.tried.items()}} for r in rows]})
-    print(text)
-    return 0
+    summary = plan_summary(rows, args.step_time, cfg)
+    summary.write(Path(args.out) / "plan.json")
+    print(format_plan(rows, args.step_time, cfg))
+    return 0 if summary.met else NOT_MET
