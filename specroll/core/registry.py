@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -48,6 +49,17 @@ class Registry(Generic[T]):
             raise SpecrollError(
                 f"unknown {self.family} '{name}'", file=file, field=field, fix=f"use one of: {known}"
             ) from None
+
+    @contextlib.contextmanager
+    def restored(self) -> Iterator[None]:
+        """Whatever is registered inside the block is forgotten after it (tests that register their
+        own toy families leave the registry as they found it)."""
+        saved = dict(self._items)
+        try:
+            yield
+        finally:
+            self._items.clear()
+            self._items.update(saved)
 
     def names(self) -> list[str]:
         return sorted(self._items)

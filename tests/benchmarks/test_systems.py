@@ -53,3 +53,26 @@ def test_scenario_runs_and_is_flagged(sc: dict) -> None:
         assert s.off_policy_fraction == 0.0
     if sc["lossy"] and sc["name"] != "spec-rl-l2-smol":  # lenience 2 on alpha 0.05: ~1e-4, may be 0 here
         assert s["lossy_fraction"] > 0
+
+
+def _makespan(cfg: dict) -> float:
+    return Simulator(SimConfig.from_dict(cfg)).run(show_progress=False).summary.makespan_s
+
+
+@pytest.mark.parametrize("sc", all_scenarios(small_base()), ids=lambda s: s["name"])
+def test_scenario_changes_what_its_system_changes(sc: dict) -> None:
+    """Against the reference under the scenario's own policy, only the system's mechanism differs:
+    it must show in the result (a scenario that changes nothing would be a mislabelled row)."""
+    base = small_base()
+    base["policy"] = sc["config"].get("policy", base["policy"])
+    changed = {k for k in set(sc["config"]) | set(base) if sc["config"].get(k) != base.get(k)}
+    assert changed and changed <= {"drafter", "acceptance", "lossy", "cluster", "partial"}, changed
+    mine, ref = _makespan(sc["config"]), _makespan(base)
+    if sc["name"] == "pearl":
+        # PEARL's claim: a draft model on its own device, overlapped, costs nothing while drafting
+        # is shorter than verifying; serial, the same draft model does cost.
+        assert mine == pytest.approx(ref, rel=1e-12)
+        serial = next(s for s in all_scenarios(small_base()) if s["name"] == "pearl-serial")
+        assert _makespan({**serial["config"], "policy": sc["config"]["policy"]}) > mine
+    else:
+        assert abs(mine - ref) > 1e-9 * ref, f"{sc['name']}: {changed} changed nothing"

@@ -1,10 +1,11 @@
 """The literature drafters and rules on SmolLM2-135M (CPU fp32, slow): the lossless ones reproduce
 autoregressive decoding token for token, the lossy ones count exactly what they change.
 
-Skips without the GGUF (see test_engine_model.py). Trees (``stand``) are verified as token trees
-here: the non-first branches attend over other cache columns than a chain, so they are equal to AR
-up to float rounding rather than bit for bit (docs/systems/drafters.md); on these workloads no
-token differs.
+Skips without the GGUF (see test_engine_model.py). Chains are lossless bit for bit, so their
+tokens must equal AR's. Trees (``stand``) are verified as token trees: the non-first branches attend
+over other cache columns than a chain, so their logits equal AR's up to float rounding and a keyed
+sample may flip at a near-tie (docs/systems/drafters.md): for them the test asks agreement, the
+fraction of AR's tokens reproduced, not equality.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ def tokens(res):
 def test_new_drafters_and_lenience_one_equal_ar(smol):  # noqa: F811
     ar = rollout(RolloutConfig(**CFG, policy="ar", drafter="none"), backend=smol)
     runs = [dict(drafter="omni", policy="adaptive"),
-            dict(drafter="stand", policy="fixed", params={"k": 4}),
             dict(drafter="prevrollout", policy="fixed", params={"k": 8}, accept="lenient",
                  accept_params={"lenience": 1.0}),
             dict(drafter="layerskip", drafter_params={"layers": 22, "kmax": 3}, policy="fixed",
@@ -38,6 +38,9 @@ def test_new_drafters_and_lenience_one_equal_ar(smol):  # noqa: F811
         assert res.summary["drafted"] > 0, run
     stand = rollout(RolloutConfig(**CFG, drafter="stand", policy="fixed", params={"k": 4}), backend=smol)
     assert stand.trace.meta.extra["engine_drafter"]["verified_tree_width"] == 3
+    assert stand.summary["drafted"] > 0 and not stand.summary["lossy"]
+    pairs = [(a, b) for x, y in zip(tokens(stand), tokens(ar), strict=True) for a, b in zip(x, y)]
+    assert sum(a == b for a, b in pairs) >= 0.99 * max(len(pairs), 1)
 
 
 @pytest.mark.slow
