@@ -58,7 +58,8 @@ def main() -> None:
         ar = rows[0]["s"]["makespan_s"]
         keep = ("makespan_s", "rollout_s", "lossy_fraction", "off_policy_fraction", "accepted_per_iter")
         table = [{"name": r["name"], "system": r["system"], "half": r.get("half") or "baseline",
-                  "speedup": ar / r["s"]["makespan_s"], **{k: r["s"][k] for k in keep if k in r["s"]}}
+                  "policy": r.get("policy"), "speedup": ar / r["s"]["makespan_s"],
+                  **{k: r["s"][k] for k in keep if k in r["s"]}}
                  for r in rows]
         Path(args.json).write_text(json.dumps({"config": args.config, "scale": args.scale, "rows": table},
                                               indent=1) + "\n")
