@@ -34,6 +34,9 @@ from pathlib import Path
 os.environ.setdefault("SPECROLL_PROGRESS", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT))  # the benchmarks package; specroll comes from the install
+from benchmarks._meta import finish, rel, run_meta  # noqa: E402
+
 DEFAULT_FAMILIES = ("threshold", "das", "tlt", "seer", "adaptive", "mdp")
 
 
@@ -97,8 +100,8 @@ def tune_family(family: str, args: argparse.Namespace, cfg_path: Path, out: Path
     setup = TuneSetup(configs, [f"seed={s}" for s in seeds])
     setup.build()
     pins = {}
-    if family == "mdp":
-        pins = {"profile": configs[0].profile_name(), "max_batch": configs[0].cluster.max_batch}
+    if family == "mdp":  # the table spans the simulated batch sizes; its cost is the run's profile
+        pins = {"max_batch": configs[0].cluster.max_batch}
     t0 = time.perf_counter()
     res = tune(setup.objective, family, n_trials=args.trials, out_dir=out / f"tune-{family}", seed=0,
                study_name=f"{family}-scale{args.scale:g}-seeds{args.tune_seeds}{_acc_tag(args.acc)}",
@@ -129,6 +132,7 @@ def main() -> None:
     ap.add_argument("--decompose", default="8,32,64",
                     help="batch sizes splitting the oracle's lead over fixed k=kmax ('' for none)")
     args = ap.parse_args()
+    meta = run_meta()
     from specroll.core.kv import parse_pairs
 
     args.acc = parse_pairs(args.acceptance, "--acceptance")
@@ -165,9 +169,12 @@ def main() -> None:
     fixed = [run_row(sim, f"fixed k={k}", make_policy("fixed", k=k), rows) for k in ks]
     best_fixed = min(fixed, key=lambda r: r["rollout_s"])
     best_fixed["label"] += " *"
-    mdp_pins = {"profile": cfg.profile_name(), "max_batch": cfg.cluster.max_batch}
+    mdp_pins = {"max_batch": cfg.cluster.max_batch}
     for fam in DEFAULT_FAMILIES:
-        run_row(sim, f"{fam} (defaults)", make_policy(fam, **(mdp_pins if fam == "mdp" else {})), rows)
+        # mdp alone prices its decisions with the very profile that is simulated (no other family
+        # sees the cost model): its row says so.
+        label = f"{fam} (defaults{', priced by the simulated profile' if fam == 'mdp' else ''})"
+        run_row(sim, label, make_policy(fam, **(mdp_pins if fam == "mdp" else {})), rows)
     for fam, pol in tuned.items():
         run_row(sim, f"{fam} (tuned)", pol, rows)
     oracle = run_row(sim, "oracle", make_policy("oracle"), rows)
@@ -226,8 +233,9 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "policy_table.json", {"args": vars(args), "scenario": head, "rows": rows,
-                                           "tuning": tune_info})
+    args_out = {k: (rel(v) if k in ("config", "out") else v) for k, v in vars(args).items() if k != "acc"}
+    write_json(out / "policy_table.json", {"meta": finish(meta), "args": args_out, "scenario": head,
+                                           "rows": rows, "tuning": tune_info})
     with atomic_write(out / "policy_table.md", "w") as fh:
         fh.write(text + "\n")
 

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # the benchmarks package; specroll comes from the install
 
+from benchmarks._meta import finish, rel, run_meta  # noqa: E402
 from benchmarks.systems import drafters, engines, scheduling  # noqa: E402
 from benchmarks.systems._table import run_table  # noqa: E402
 
@@ -53,6 +54,7 @@ def main() -> None:
     ap.add_argument("--json", default="",
                     help="also write the rows (name, system, half, summary figures) here")
     args = ap.parse_args()
+    meta = run_meta()
     rows = run_table(all_scenarios, args.config, args.scale, args.only)
     if args.json:
         ar = rows[0]["s"]["makespan_s"]
@@ -61,8 +63,8 @@ def main() -> None:
                   "policy": r.get("policy"), "speedup": ar / r["s"]["makespan_s"],
                   **{k: r["s"][k] for k in keep if k in r["s"]}}
                  for r in rows]
-        Path(args.json).write_text(json.dumps({"config": args.config, "scale": args.scale, "rows": table},
-                                              indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"meta": finish(meta), "config": rel(args.config),
+                                               "scale": args.scale, "rows": table}, indent=1) + "\n")
         print(f"wrote {args.json}")
 
 
