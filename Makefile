@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.specroll-installed
 OUT     ?= out/main
 
-.PHONY: setup run test test-slow lint bench clean
+.PHONY: setup run test test-slow lint figures clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# Re-run every benchmark behind a doc figure (long), then render the docs' figure blocks from the JSONs.
+figures: setup
+	$(BIN)/python benchmarks/reproduce.py
 
 lint: setup
 	$(BIN)/ruff check .
