@@ -49,9 +49,9 @@ def presets(data: dict[str, Any]) -> str:
                   f"{data['seed']}."]
     sc = data.get("scale")
     if sc:
-        lines += ["", f"Scale: `{sc['command']}` writes {sc['rollouts']:,} rollouts in {sc['wall_s']:.2f} s wall "
-                      f"(interpreter start included), {sc['max_rss_mb']:.0f} MB max RSS; it streams one step at "
-                      "a time."]
+        lines += ["", f"Scale: `{sc['command']}` writes {sc['rollouts']:,} rollouts in "
+                      f"{sc['wall_s']:.2f} s wall (interpreter start included), {sc['max_rss_mb']:.0f} MB max "
+                      "RSS; it streams one step at a time."]
     lines += ["", source_line(data, "docs/results/presets.json")]
     return "\n".join(lines)
 
