@@ -50,8 +50,8 @@ def presets(data: dict[str, Any]) -> str:
     sc = data.get("scale")
     if sc:
         lines += ["", f"Scale: `{sc['command']}` writes {sc['rollouts']:,} rollouts in "
-                      f"{sc['wall_s']:.2f} s wall (interpreter start included), {sc['max_rss_mb']:.0f} MB max "
-                      "RSS; it streams one step at a time."]
+                      f"{sc['wall_s']:.2f} s wall (interpreter start included), "
+                      f"{sc['max_rss_mb']:.0f} MB max RSS; it streams one step at a time."]
     lines += ["", source_line(data, "docs/results/presets.json")]
     return "\n".join(lines)
 
