@@ -219,8 +219,9 @@ def validate(cfg: ValidateConfig, out: str | Path, *, profile: Any = None) -> di
 
 def _profile(cfg: ValidateConfig, out: Path) -> tuple[Any, str]:
     from specroll.calibration import load_profile
+    from specroll.real_backend import model_label
 
-    model = cfg.workload.get("model", "smollm2-135m")
+    model = model_label(cfg.workload.get("model", "smollm2-135m"))  # hf:<folder> for a checkpoint
     device = cfg.workload.get("device", "cpu")
     if cfg.profile == "calibrate":
         from specroll.calibration import calibrate

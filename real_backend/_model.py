@@ -1,5 +1,6 @@
-"""A lean Llama-family decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU, tied embeddings)
-over a static KV cache with one slot per request, in the gpt-fast style.
+"""A lean Llama-family decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU, tied or untied
+embeddings; Qwen2's Q/K/V biases and Qwen3's per-head Q/K norms) over a static KV cache with one
+slot per request, in the gpt-fast style. Loading weights is real_backend/_load.py's job.
 
 The engine calls ``model(tokens, slots, start, cache)`` for prefill, decode and verification
 alike: every row has its own start (cached length) and may be right-padded to the batch's query
@@ -41,7 +42,10 @@ class ModelConfig:
     rms_eps: float = 1e-5
     max_ctx: int = 8192
     eos_ids: tuple[int, ...] = ()
-    qkv_bias: bool = False  # Qwen2.5 has biases on Q/K/V
+    qkv_bias: bool = False  # Qwen2/2.5 have biases on Q/K/V
+    o_bias: bool = False    # Llama configs with attention_bias=true also bias the output projection
+    qk_norm: bool = False   # Qwen3: RMSNorm over each head's Q and K before RoPE
+    rope_scaling: tuple[tuple[str, float | str], ...] = ()  # e.g. Llama-3.1's ("rope_type", "llama3"), ...
 
     @classmethod
     def from_shape(cls, name: str, **overrides: object) -> ModelConfig:
@@ -100,7 +104,10 @@ class Block(nn.Module):
         self.attn_norm = RMSNorm(cfg.d_model, cfg.rms_eps)
         # Q, K, V and gate/up are fused: one matmul each instead of three/two.
         self.wqkv = nn.Linear(cfg.d_model, qkv_out, bias=cfg.qkv_bias)
-        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=cfg.o_bias)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_eps)
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_eps)
         self.ffn_norm = RMSNorm(cfg.d_model, cfg.rms_eps)
         self.w13 = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
         self.w2 = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
@@ -113,8 +120,10 @@ class Block(nn.Module):
         hkv, g, hd = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
         qkv = _rows(self.wqkv, self.attn_norm(x), min_rows)                          # [B, Q, (H+2Hkv)*hd]
         xq, xk, xv = qkv.split([cfg.n_heads * hd, hkv * hd, hkv * hd], dim=-1)
-        xq = _rope(xq.view(b, q, cfg.n_heads, hd), cos, sin)                 # [B, Q, H, hd]
-        xk = _rope(xk.view(b, q, hkv, hd), cos, sin)                         # [B, Q, Hkv, hd]
+        xq, xk = xq.view(b, q, cfg.n_heads, hd), xk.view(b, q, hkv, hd)
+        if cfg.qk_norm:
+            xq, xk = self.q_norm(xq), self.k_norm(xk)
+        xq, xk = _rope(xq, cos, sin), _rope(xk, cos, sin)                    # [B, Q, H|Hkv, hd]
         # Write the new K/V at (slot, position); advanced indices first: target [B, Q, Hkv, hd].
         rows, pos = write_idx
         _write(cache.k[layer], rows, pos, xk)
@@ -202,7 +211,8 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, slots: torch.Tensor, start: torch.Tensor, cache: KVCache,
                 c_max: int | None = None, *, n_layers: int | None = None,
-                positions: torch.Tensor | None = None, tree: torch.Tensor | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None, tree: torch.Tensor | None = None,
+                aligned: bool = False) -> torch.Tensor:
         """tokens int64 [B, Q]; slots int64 [B]; start int64 [B] (cached length = position of
         tokens[:, 0]) -> float32 logits [B, Q, V]. See docs/architecture.md and real_backend/README.md.
 
@@ -214,7 +224,11 @@ class Transformer(nn.Module):
         ``positions`` int64 [B, Q] and ``tree`` bool [B, Q, Q] verify a token tree: query j is still
         written at cache position start + j, but is rotated as position ``positions[b, j]`` and sees
         the row's cache before ``start`` plus the queries i with ``tree[b, j, i]`` (its ancestors and
-        itself). Both default to the causal chain (positions start + j, i <= j)."""
+        itself). Both default to the causal chain (positions start + j, i <= j).
+
+        ``aligned``: row b reads cache slot b (``slots[b]`` is b, or a scratch slot for a padding
+        row's writes), so attention reads the contiguous view of slots 0..B-1 and never gathers:
+        the CUDA-graph pool lays batches out this way, where a graph cannot look at slot values."""
         b, q = tokens.shape
         dev = tokens.device
         min_rows = MIN_ROWS if self.batch_invariant else 1
@@ -232,7 +246,7 @@ class Transformer(nn.Module):
         rot = pos if positions is None else positions
         cos = self.rope_cos[rot].to(self.tok_emb.weight.dtype)[:, :, None, :]  # [B, Q, 1, hd]
         sin = self.rope_sin[rot].to(self.tok_emb.weight.dtype)[:, :, None, :]
-        read = _read_plan(slots, c_max)
+        read = _Read((slice(0, b), slice(None), slice(0, c_max))) if aligned else _read_plan(slots, c_max)
         g = self.cfg.n_heads // self.cfg.n_kv_heads
         col = torch.arange(c_max, device=dev)[None, None, :]
         if tree is None:
@@ -284,111 +298,31 @@ def _read_plan(slots: torch.Tensor, c_max: int) -> _Read:
     return _Read((slots, *ctx))
 
 
-# ------------------------------------------------------------------------------------------
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise SpecrollError(f"unknown dtype '{dtype}'", field="dtype", fix=f"use one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-def model_names() -> list[str]:
-    from specroll.core.shapes import MODEL_SHAPES
-
-    return list(MODEL_SHAPES.names())
-
-
-def load_model(name: str = SMOLLM, device: str = "cpu", dtype: str = "float32",
-               random_weights: bool = False, seed: int = 0, max_ctx: int | None = None) -> Transformer:
-    """SmolLM2-135M-Instruct from its GGUF (trained weights), or any shape of MODEL_SHAPES
-    with random weights (``random_weights=True``; for timing)."""
-    from specroll.core.shapes import MODEL_SHAPES
-
-    if name not in MODEL_SHAPES.names():
-        raise SpecrollError(f"unknown model '{name}'", field="model",
-                            fix=f"use one of {', '.join(MODEL_SHAPES.names())}")
-    tdtype = torch_dtype(dtype)
-    if random_weights:
-        cfg = ModelConfig.from_shape(name)
-        if name == SMOLLM:
-            cfg = replace(cfg, rope_theta=100_000.0, max_ctx=8192, eos_ids=(2,))
-        if max_ctx is not None:
-            cfg = replace(cfg, max_ctx=int(max_ctx))
-        # Built on the meta device, then allocated uninitialized: nn.Linear's own initialization of
-        # billions of weights would cost more than ours.
-        with torch.device("meta"):
-            model = Transformer(cfg).to(tdtype)
-        model.to_empty(device=device)
-        model.rope_cos, model.rope_sin = (t.to(device) for t in _rope_tables(cfg))
-        _random_init(model, seed)
-        return model.eval()
-    if name != SMOLLM:
-        raise SpecrollError(f"no trained weights ship for '{name}'", field="model",
-                            fix=f"use {SMOLLM}, or random_weights=True for timing")
-    from specroll.real_backend._gguf import read_gguf
-
-    meta, w = read_gguf()
-    cfg = ModelConfig(name=SMOLLM, n_layers=meta["n_layers"], d_model=meta["d_model"],
-                      n_heads=meta["n_heads"], n_kv_heads=meta["n_kv_heads"],
-                      head_dim=meta["d_model"] // meta["n_heads"], d_ff=meta["d_ff"],
-                      vocab_size=meta["vocab_size"], tied_embeddings="output.weight" not in w,
-                      rope_theta=meta["rope_theta"], rms_eps=meta["rms_eps"],
-                      max_ctx=int(max_ctx or meta["context_length"]), eos_ids=(int(meta["eos_token_id"]),))
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model.load_state_dict(_state_dict(w, cfg), strict=False, assign=True)
-    # The RoPE tables were built on the meta device: build them for real.
-    model.rope_cos, model.rope_sin = _rope_tables(cfg)
-    return model.to(device=device, dtype=tdtype).eval()
-
-
 def _rope_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    exponents = torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** exponents)
+    """cos, sin [max_ctx, hd] in float32, as transformers computes them (including its scalings)."""
+    exponents = torch.arange(0, cfg.head_dim, 2, dtype=torch.int64).float() / cfg.head_dim
+    inv_freq = _scaled_inv_freq(1.0 / (cfg.rope_theta ** exponents), dict(cfg.rope_scaling))
     freqs = torch.outer(torch.arange(cfg.max_ctx, dtype=torch.float32), inv_freq)
     freqs = torch.cat((freqs, freqs), dim=-1)
     return freqs.cos(), freqs.sin()
 
 
-def _state_dict(w: dict, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    # Arrays read from the cache are read-only views of file bytes: the model owns writable copies
-    # (rollouts perturb weights in place). torch.cat below copies the fused ones anyway.
-    fused = ("attn_q.", "attn_k.", "attn_v.", "ffn_gate.", "ffn_up.")
-    t = {k: torch.from_numpy(v if any(f in k for f in fused) or v.flags.writeable else v.copy())
-         for k, v in w.items()}
-    sd = {"tok_emb.weight": t["token_embd.weight"], "norm.weight": t["output_norm.weight"]}
-    if "output.weight" in t:
-        sd["lm_head.weight"] = t["output.weight"]
-    for i in range(cfg.n_layers):
-        p = f"blk.{i}."
-        sd[f"layers.{i}.attn_norm.weight"] = t[p + "attn_norm.weight"]
-        sd[f"layers.{i}.wqkv.weight"] = torch.cat([t[p + "attn_q.weight"], t[p + "attn_k.weight"],
-                                                   t[p + "attn_v.weight"]])
-        sd[f"layers.{i}.wo.weight"] = t[p + "attn_output.weight"]
-        sd[f"layers.{i}.ffn_norm.weight"] = t[p + "ffn_norm.weight"]
-        sd[f"layers.{i}.w13.weight"] = torch.cat([t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"]])
-        sd[f"layers.{i}.w2.weight"] = t[p + "ffn_down.weight"]
-    return sd
-
-
-def _random_init(model: Transformer, seed: int) -> None:
-    """Weights of standard deviation 0.02 (0.02 / sqrt(2 n_layers) on output projections, keeping
-    activations tame), unit norms. Uniform rather than normal: same variance, several times faster
-    to draw for billions of weights; drawn on the model's device from a seeded generator."""
-    dev = model.tok_emb.weight.device
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            elif name.endswith(".bias"):
-                p.zero_()
-            else:
-                std = 0.02 / math.sqrt(2 * model.cfg.n_layers) if name.endswith(("wo.weight", "w2.weight")) \
-                    else 0.02
-                half_width = std * math.sqrt(3.0)
-                p.uniform_(-half_width, half_width, generator=gen)
+def _scaled_inv_freq(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
+    """RoPE frequency scalings of published checkpoints: none, "linear", and Llama-3.1's "llama3"
+    (low frequencies divided by ``factor``, high ones kept, a smooth ramp between)."""
+    kind = scaling.get("rope_type", "default")
+    if kind == "default":
+        return inv_freq
+    if kind == "linear":
+        return inv_freq / float(scaling["factor"])
+    if kind != "llama3":
+        raise SpecrollError(f"RoPE scaling '{kind}' is not supported", field="rope_scaling",
+                            fix="use a checkpoint with default, linear or llama3 RoPE")
+    factor, lo, hi = (float(scaling[k]) for k in ("factor", "low_freq_factor", "high_freq_factor"))
+    old = float(scaling["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old / lo, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old / hi) & (wavelen <= old / lo)
+    return torch.where(medium, smoothed, scaled)

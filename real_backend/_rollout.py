@@ -30,8 +30,9 @@ from specroll.real_backend._workload import (
 
 TOY_MODEL = "toy"
 TOY_CTX = 4096  # the toy has no positional limit; a finite one exercises the cache check
-# Rollouts need trained weights and a tokenizer: only SmolLM2 ships both (random-weight shapes of
-# bigger models serve timing only, see make_timing_step); "toy" is the exact-arithmetic test model.
+# Rollouts need trained weights and a tokenizer: SmolLM2 ships both, a local Hugging Face checkpoint
+# folder (--model PATH) brings its own (random-weight shapes of bigger models serve timing only, see
+# make_timing_step); "toy" is the exact-arithmetic test model.
 ROLLOUT_MODELS = ("smollm2-135m", TOY_MODEL)
 
 
@@ -52,16 +53,27 @@ class NoDrafter:
 
 
 def check_model(name: str) -> None:
-    if name not in ROLLOUT_MODELS:
+    from specroll.real_backend._hf import is_checkpoint
+
+    if name not in ROLLOUT_MODELS and not is_checkpoint(name):
         raise SpecrollError(f"unknown model '{name}'", field="model",
-                            fix=f"use one of {', '.join(ROLLOUT_MODELS)} (bigger shapes are random-weight "
-                                "timing models: see `specroll calibrate`)")
+                            fix=f"use one of {', '.join(ROLLOUT_MODELS)} or the path of a Hugging Face "
+                                "checkpoint folder (config.json, *.safetensors, tokenizer.json); bigger "
+                                "shapes are random-weight timing models: see `specroll calibrate`")
+
+
+def model_label(name: str) -> str:
+    """The model's name in traces and profiles (``hf:<folder>`` for a checkpoint folder)."""
+    from specroll.real_backend._hf import checkpoint_name, is_checkpoint
+
+    return checkpoint_name(name) if is_checkpoint(name) else name
 
 
 class RolloutConfig(ConfigModel):
     """One real rollout run (`specroll rollout`'s flags, or a validate config's [workload])."""
 
-    model: str = Field("smollm2-135m", description="smollm2-135m (trained weights) or toy")
+    model: str = Field("smollm2-135m", description="smollm2-135m (trained weights), the path of a "
+                       "Hugging Face checkpoint folder (Llama, Qwen2, Qwen3), or toy")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")
     policy: str = Field("ar", description="policy family")
     params: dict[str, Any] = Field(default_factory=dict, description="the policy's parameters")
@@ -119,8 +131,8 @@ def load_backend(cfg: RolloutConfig) -> Backend:
         model = ToyLM(seed=cfg.seed).to(cfg.device)
         return Backend(model, ToyTokenizer(), model.make_cache, TOY_CTX, "float32")
     check_model(cfg.model)
-    from specroll.real_backend._model import KVCache, load_model
-    from specroll.real_backend._tokenizer import load_tokenizer
+    from specroll.real_backend._load import load_model, load_tokenizer
+    from specroll.real_backend._model import KVCache
     dtype = cfg.dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise SpecrollError("CUDA is not available on this machine", field="device", fix="use --device cpu")
@@ -152,7 +164,7 @@ def _policy(cfg: RolloutConfig) -> Any:
                                     "built-in name such as cpu:smollm2-135m)")
         from specroll.calibration import load_profile
 
-        expect = None if cfg.model == TOY_MODEL else cfg.model  # the toy has no shape of its own
+        expect = None if cfg.model == TOY_MODEL else model_label(cfg.model)  # the toy has no shape
         policy.bind_cost(load_profile(cfg.profile, expect_model=expect))
     return policy
 
@@ -266,7 +278,7 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
         decisions.extend(out.decisions)
         steps_summary.append(_step_summary(step, out, correct))
     meta = TraceMeta(max_response_len=cfg.max_new_tokens, source=f"rollout:{cfg.model} seed={cfg.seed}",
-                     model=cfg.model, temperature=float(cfg.temperature),
+                     model=model_label(cfg.model), temperature=float(cfg.temperature),
                      extra={"top_p": cfg.top_p, "samples": cfg.samples, "perturb": cfg.perturb,
                             "policy": policy.to_dict(),
                             "drafter": getattr(drafter, "name", cfg.drafter),

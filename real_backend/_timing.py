@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from specroll.core.errors import SpecrollError
-from specroll.real_backend._model import KVCache, Transformer, load_model, torch_dtype
+from specroll.real_backend._load import load_model, torch_dtype
+from specroll.real_backend._model import KVCache, Transformer
 
 MODES = ("engine", "forward")
 

@@ -1,4 +1,5 @@
-"""SmolLM2's tokenizer and chat template, rebuilt from the GGUF (no hub download).
+"""Tokenizers with chat templates: SmolLM2's rebuilt from its GGUF, or a checkpoint folder's own
+``tokenizer.json`` (real_backend/_hf.py). Nothing is downloaded.
 
 Byte-level BPE from ``tokenizer.ggml.tokens``/``merges`` built with the ``tokenizers`` library;
 the pre-tokenizer is SmolLM2's own (llama.cpp's ``smollm`` pre-type, the model's tokenizer.json):
@@ -18,7 +19,10 @@ _CONTROL = 3  # llama.cpp token type of control tokens
 
 
 class Tokenizer:
-    """encode / decode / apply_chat_template / eos_token_id, as the engine and rollouts need."""
+    """encode / decode / apply_chat_template / eos_token_id, as the engine and rollouts need.
+
+    ``Tokenizer(meta)`` builds SmolLM2's from the GGUF metadata; :meth:`from_parts` wraps any
+    ``tokenizers.Tokenizer`` (a checkpoint's tokenizer.json) with its special tokens and template."""
 
     def __init__(self, meta: dict[str, Any]) -> None:
         from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
@@ -35,13 +39,24 @@ class Tokenizer:
         tok.decoder = decoders.ByteLevel()
         specials = [t for t, kind in zip(tokens, meta["token_types"]) if kind == _CONTROL]
         tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+        self._init(tok, int(meta["eos_token_id"]), meta.get("bos_token_id"), meta.get("chat_template"))
+
+    @classmethod
+    def from_parts(cls, tok: Any, eos_token_id: int, bos_token_id: int | None,
+                   chat_template: str | None) -> Tokenizer:
+        """A ``tokenizers.Tokenizer`` with its EOS/BOS ids and chat template (jinja source)."""
+        self = cls.__new__(cls)
+        self._init(tok, eos_token_id, bos_token_id, chat_template)
+        return self
+
+    def _init(self, tok: Any, eos_token_id: int, bos_token_id: int | None, chat_template: str | None) -> None:
         self._tok = tok
-        self.vocab_size = len(tokens)
-        self.eos_token_id = int(meta["eos_token_id"])
-        self.bos_token_id = None if meta.get("bos_token_id") is None else int(meta["bos_token_id"])
-        self.eos_token = tokens[self.eos_token_id]
-        self.bos_token = None if self.bos_token_id is None else tokens[self.bos_token_id]
-        self.chat_template: str | None = meta.get("chat_template")
+        self.vocab_size = int(tok.get_vocab_size(with_added_tokens=True))
+        self.eos_token_id = int(eos_token_id)
+        self.bos_token_id = None if bos_token_id is None else int(bos_token_id)
+        self.eos_token = tok.id_to_token(self.eos_token_id)
+        self.bos_token = None if self.bos_token_id is None else tok.id_to_token(self.bos_token_id)
+        self.chat_template = chat_template
         self._template: Any = None
 
     def encode(self, text: str) -> list[int]:
@@ -90,10 +105,12 @@ _CACHE: dict[str, Tokenizer] = {}
 
 
 def load_tokenizer(name: str = "smollm2-135m") -> Tokenizer:
-    """SmolLM2-135M-Instruct's tokenizer (the only model with a tokenizer: the others are timing shapes)."""
+    """SmolLM2-135M-Instruct's tokenizer, from its GGUF (a checkpoint folder's own tokenizer:
+    real_backend/_load.py's load_tokenizer, which the package exports)."""
     if name != "smollm2-135m":
         raise SpecrollError(f"no tokenizer ships for model '{name}'", field="model",
-                            fix="use smollm2-135m (other shapes are random-weight timing models)")
+                            fix="use smollm2-135m or a checkpoint folder (other shapes are random-weight "
+                                "timing models)")
     if name not in _CACHE:
         from specroll.real_backend._gguf import read_meta
 

