@@ -9,9 +9,20 @@ the graph's static input buffers, the spare rows are padding that point at a scr
 (``cache.n_slots - 1``, which the engine must leave unused), and attention reads exactly the
 context bucket (padded to it, masked causally), so time tracks the bytes actually needed.
 
-Graphs are captured lazily on first use (or by :meth:`GraphPool.warmup`) and share one memory pool.
-Query lengths above ``max_q`` (prefill) run eagerly. On a CPU the same bucketing and padding runs
-eagerly (no capture), so this logic is tested without a GPU.
+Two layouts, because a graph cannot look at slot values (real_backend/_model.py's read plans do):
+- *aligned* (when the batch's slots all lie below a bucket at most twice the batch's own): real row
+  i sits at static row ``slots[i]``, padding rows fill the rest, and attention reads the contiguous
+  view of slots 0..bucket-1: no copy of any K/V. Early in a step, and in every timing run, slots
+  are dense and this is the layout.
+- *gathered* (a few requests left in scattered slots, late in a step): rows 0..b-1 are the batch
+  and attention gathers their K/V (a copy per layer, but only of b rows).
+Padding rows of either layout write their K/V into the scratch slot, never a request's.
+
+Graphs are captured lazily on first use (or by :meth:`GraphPool.warmup`) into one memory pool and
+write their logits into one shared output buffer, so that a capture's intermediates are reused by
+the next capture instead of accumulating per graph (a 7B verify graph's own fp32 logits at batch
+256 x 17 would be 2.6 GB each). Query lengths above ``max_q`` (prefill) run eagerly. On a CPU the
+same bucketing, layouts and padding run eagerly (no capture), so this logic is tested without a GPU.
 """
 
 from __future__ import annotations
@@ -57,15 +68,15 @@ class GraphKey:
     batch: int
     q: int
     ctx: int
+    aligned: bool = False  # row r of the graph is cache slot r (see the module doc)
 
 
 @dataclass
 class _Graph:
     tokens: torch.Tensor   # [Bb, Q] int64 static inputs
-    slots: torch.Tensor    # [Bb]
+    slots: torch.Tensor    # [Bb] where each row writes its K/V (the scratch slot for padding rows)
     start: torch.Tensor    # [Bb]
-    logits: torch.Tensor | None = None  # [Bb, Q, V] static output
-    graph: Any = None      # torch.cuda.CUDAGraph once captured
+    graph: Any = None      # torch.cuda.CUDAGraph once captured; it writes pool.out[:Bb, :Q]
 
 
 class GraphPool:
@@ -89,42 +100,51 @@ class GraphPool:
         self.device = cache.k.device
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
         self.graphs: dict[GraphKey, _Graph] = {}
+        self.out: torch.Tensor | None = None  # [max batch bucket, max_q, V] float32, shared by all graphs
         self._mempool: Any = None
         self.replays = 0
         self.eager_calls = 0
 
-    def key(self, batch: int, q: int, c_max: int) -> GraphKey | None:
-        """The graph serving a batch of ``batch`` rows, query length ``q``, ``c_max`` positions read;
-        None when it runs eagerly (prefill-sized queries, or batches above the largest bucket)."""
+    def key(self, batch: int, q: int, c_max: int, slots: Sequence[int] | None = None) -> GraphKey | None:
+        """The graph serving a batch of ``batch`` rows in cache ``slots`` (None: gathered layout),
+        query length ``q``, ``c_max`` positions read; None when it runs eagerly (prefill-sized
+        queries, or batches above the largest bucket)."""
         if q > self.max_q or batch > self.batch_buckets[-1] or c_max > self.ctx_buckets[-1]:
             return None
-        return GraphKey(bucket_up(batch, self.batch_buckets), q, bucket_up(c_max, self.ctx_buckets))
+        ctx, own = bucket_up(c_max, self.ctx_buckets), bucket_up(batch, self.batch_buckets)
+        if slots is not None and len(set(slots)) == batch and max(slots) < self.batch_buckets[-1]:
+            span = bucket_up(max(slots) + 1, self.batch_buckets)
+            if span <= 2 * own:  # holes cost at most as much attention as the real rows
+                return GraphKey(span, q, ctx, aligned=True)
+        return GraphKey(own, q, ctx)
 
     def __call__(self, tokens: torch.Tensor, slots: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         b, q = tokens.shape
-        # Only the (small) start vector crosses to the host: the bucket is chosen before any launch.
-        c_max = int(start.max()) + q
+        # One small transfer to the host (slots and starts) chooses the graph before any launch.
+        host_slots, host_start = torch.stack([slots, start]).tolist()
+        c_max = max(host_start) + q
         if c_max > self.cache.max_ctx:
             raise ValueError(f"start + Q = {c_max} exceeds the cache ({self.cache.max_ctx} positions)")
-        key = self.key(b, q, c_max)
+        key = self.key(b, q, c_max, host_slots)
         if key is None:
             self.eager_calls += 1
             return self.model(tokens, slots, start, self.cache)
         g = self._get(key)
-        g.tokens[:b].copy_(tokens)
-        g.slots[:b].copy_(slots)
-        g.start[:b].copy_(start)
         # Padding rows: scratch slot, position 0, so their K/V writes never touch a real slot.
-        g.tokens[b:].zero_()
-        g.slots[b:].fill_(self.scratch_slot)
-        g.start[b:].zero_()
+        g.tokens.zero_()
+        g.slots.fill_(self.scratch_slot)
+        g.start.zero_()
+        rows = slots if key.aligned else torch.arange(b, device=slots.device)
+        g.tokens.index_copy_(0, rows, tokens)
+        g.slots.index_copy_(0, rows, slots)
+        g.start.index_copy_(0, rows, start)
         if g.graph is not None:
             g.graph.replay()
             self.replays += 1
-            logits = g.logits
+            logits = self.out[:key.batch, :q]
         else:
-            logits = self.model(g.tokens, g.slots, g.start, self.cache, c_max=key.ctx)
-        return logits[:b].clone()
+            logits = self._step(key, g)
+        return logits.index_select(0, rows)  # a copy: the next replay overwrites the buffer
 
     def warmup(self, keys: Sequence[GraphKey]) -> None:
         """Capture these graphs now (timing runs should not include a capture)."""
@@ -143,21 +163,27 @@ class GraphPool:
             self.graphs[key] = g
         return g
 
-    def _capture(self, key: GraphKey, g: _Graph) -> None:
-        def run() -> torch.Tensor:
-            return self.model(g.tokens, g.slots, g.start, self.cache, c_max=key.ctx)
+    def _step(self, key: GraphKey, g: _Graph) -> torch.Tensor:
+        """The bucketed forward itself (what a graph captures): logits [Bb, Q, V]."""
+        return self.model(g.tokens, g.slots, g.start, self.cache, c_max=key.ctx, aligned=key.aligned)
 
+    def _capture(self, key: GraphKey, g: _Graph) -> None:
         with torch.inference_mode():
             # Warm up on a side stream (cuBLAS/attention workspaces get allocated outside the graph).
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
                 for _ in range(2):
-                    run()
+                    logits = self._step(key, g)
             torch.cuda.current_stream(self.device).wait_stream(side)
+            if self.out is None:  # allocated once, outside any graph, for the largest graph
+                self.out = logits.new_empty((self.batch_buckets[-1], self.max_q, logits.shape[-1]))
+            del logits
             if self._mempool is None:
                 self._mempool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self._mempool):
-                g.logits = run()
+                # Copied into the shared buffer, the graph's own logits are an intermediate whose
+                # memory the pool hands to the next capture.
+                self.out[:key.batch, :key.q].copy_(self._step(key, g))
         g.graph = graph

@@ -181,7 +181,7 @@ class TimingStep:
             forward = self.graphs if self.graphs is not None else (
                 lambda t, s, st: self.model(t, s, st, self.cache))
             if self.graphs is not None:  # capture outside the timed region
-                key = self.graphs.key(len(q), q_max, int(start.max()) + q_max)
+                key = self.graphs.key(len(q), q_max, int(start.max()) + q_max, list(range(len(q))))
                 if key is not None:
                     self.graphs.warmup([key])
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
