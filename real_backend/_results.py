@@ -63,6 +63,8 @@ class RolloutSummary(Summary):
     lossy: bool
     lossy_tokens: int
     lossy_fraction: float
+    agreement: dict[str, Any] | None = None
+    """with ``against_ar``: token agreement with an AR run of the same workload (_agreement.py)."""
 
 
 @dataclass

@@ -9,7 +9,7 @@ Outputs: the rollout trace (token ids included), per-iteration records, and a su
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -19,7 +19,8 @@ from specroll.core.config import ConfigModel
 from specroll.core.errors import SpecrollError
 from specroll.real_backend._engine import sample_kw
 from specroll.real_backend._lossy import make_accept_rule
-from specroll.real_backend._results import RolloutResult, RolloutSummary
+from specroll.real_backend._results import RolloutResult
+from specroll.real_backend._summary import run_summary, step_summary
 from specroll.real_backend._workload import (
     Prompt,
     arithmetic_prompts,
@@ -97,6 +98,10 @@ class RolloutConfig(ConfigModel):
         None, description="None: bfloat16 on CUDA, float32 on CPU")
     length_window: int = Field(4, ge=1, description="steps of length history behind predicted lengths")
     graphs: bool | None = Field(None, description="CUDA-graph step pool (None: on CUDA only)")
+    graph_replay: bool = Field(True, description="False: the pool's bucketed, padded steps run eagerly "
+                               "(the reference that graph replay must reproduce bit for bit)")
+    against_ar: bool = Field(False, description="also decode the workload autoregressively and report "
+                             "token agreement (required exact on a CPU in float32)")
     accept: str = Field("exact", description="acceptance rule: exact (lossless), lenient, judge, ead")
     accept_params: dict[str, Any] = Field(default_factory=dict)
 
@@ -120,6 +125,22 @@ class Backend:
     """(n_slots, max_ctx) -> a fresh static KV cache."""
     ctx_limit: int
     dtype: str
+    pools: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def graph_pool(self, n_slots: int, max_ctx: int, max_q: int, replay: bool = True) -> Any:
+        """A cache of ``n_slots`` + 1 slots (the last: padding rows' scratch) and its CUDA-graph pool,
+        reused across rollouts while large enough: captures cost more than the steps they serve."""
+        from specroll.real_backend._graphs import GraphPool
+
+        pool = self.pools.get((n_slots, replay))
+        if pool is None or pool.cache.max_ctx < max_ctx or pool.max_q < max_q:
+            if pool is not None:  # grow to serve both the old and the new workload
+                max_ctx, max_q = max(max_ctx, pool.cache.max_ctx), max(max_q, pool.max_q)
+            self.pools.clear()  # free the old cache and graphs first
+            pool = GraphPool(self.model, self.make_cache(n_slots + 1, max_ctx), max_batch=n_slots,
+                             max_q=max_q, use_graphs=None if replay else False)
+            self.pools[(n_slots, replay)] = pool
+        return pool
 
 
 def load_backend(cfg: RolloutConfig) -> Backend:
@@ -233,10 +254,8 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
     use_graphs = cfg.graphs if cfg.graphs is not None else cfg.device.startswith("cuda")
     forward = None
     if use_graphs and cfg.model != TOY_MODEL:
-        from specroll.real_backend._graphs import GraphPool
-        # One extra slot: the graph pool's padding rows write their K/V into it (never a request's).
-        cache = make_cache(n_slots + 1, max_ctx)
-        forward = GraphPool(model, cache, max_batch=n_slots, max_q=kmax + 1)
+        forward = backend.graph_pool(n_slots, max_ctx, kmax + 1, replay=cfg.graph_replay)
+        cache = forward.cache
     else:
         cache = make_cache(n_slots, max_ctx)
     engine = Engine(model, cache, forward=forward, max_batch=n_slots,
@@ -276,7 +295,7 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
                                 np.asarray(r.tokens, dtype=np.int64), **sample_kw(drafter, req.sample))
         iterations.extend(out.iterations)
         decisions.extend(out.decisions)
-        steps_summary.append(_step_summary(step, out, correct))
+        steps_summary.append(step_summary(step, out, correct))
     meta = TraceMeta(max_response_len=cfg.max_new_tokens, source=f"rollout:{cfg.model} seed={cfg.seed}",
                      model=model_label(cfg.model), temperature=float(cfg.temperature),
                      extra={"top_p": cfg.top_p, "samples": cfg.samples, "perturb": cfg.perturb,
@@ -288,8 +307,12 @@ def rollout(cfg: RolloutConfig, *, on_tokens: Any = None, backend: Backend | Non
                             "engine_drafter": _drafter_meta(drafter, engine.tree_width(drafter))})
     trace = Trace.from_columns(meta, {k: np.asarray(v) if k not in ("prompt_token_ids", "token_ids") else v
                                       for k, v in rows.items()})
-    summary = _summary(cfg, policy, steps_summary, dtype, kmax)
-    return RolloutResult(trace, iterations, decisions, summary, texts)
+    summary = run_summary(cfg, policy, steps_summary, dtype, kmax)
+    result = RolloutResult(trace, iterations, decisions, summary, texts)
+    if cfg.against_ar:  # the same workload decoded autoregressively, and how far this run agrees
+        from specroll.real_backend._agreement import against_ar
+        summary.agreement = against_ar(cfg, result, backend, rollout)
+    return result
 
 
 def _drafter_meta(drafter: Any, tree_width: int) -> dict[str, Any]:
@@ -303,60 +326,3 @@ def _eos_ids(model: Any, tok: Any) -> list[int]:
     """The model config's end-of-sequence ids and the chat template's (they may differ)."""
     cfg = getattr(model, "cfg", None)
     return sorted({int(tok.eos_token_id), *(int(i) for i in getattr(cfg, "eos_ids", ()))})
-
-
-def _step_summary(step: int, out: Any, correct: list[bool | None]) -> dict[str, Any]:
-    decode = [r for r in out.iterations if r["phase"] == "decode"]
-    tokens = sum(len(r.tokens) for r in out.rollouts)
-    lens = np.array([len(r.tokens) for r in out.rollouts])
-    accepted = sum(r["accepted"] for r in decode)
-    drafted = sum(r["drafted"] for r in decode)
-    lossy = sum(r.get("lossy_tokens", 0) for r in decode)
-    known = [c for c in correct if c is not None]
-    return {
-        "step": step,
-        "makespan_s": out.wall_s,
-        "tokens": tokens,
-        "rollouts": len(out.rollouts),
-        "iterations": len(decode),
-        "prefills": len(out.iterations) - len(decode),
-        "drafted": drafted,
-        "accepted": accepted,
-        "accepted_per_iteration": accepted / max(1, len(decode)),
-        "tokens_per_iteration": sum(r["new_tokens"] for r in decode) / max(1, len(decode)),
-        "acceptance_rate": accepted / drafted if drafted else None,
-        "lossy_tokens": lossy,
-        "lossy_fraction": lossy / tokens if tokens else 0.0,
-        "draft_nodes": sum(r["q_sum"] - r["batch_size"] for r in decode),
-        "draft_wall_s": sum(r.get("draft_wall_s", 0.0) for r in decode),
-        "tokens_per_s": tokens / out.wall_s if out.wall_s > 0 else None,
-        "mean_response_len": float(lens.mean()),
-        "max_response_len": int(lens.max()),
-        "finished_fraction": float(np.mean([r.finished for r in out.rollouts])),
-        "accuracy": float(np.mean(known)) if known else None,
-    }
-
-
-def _summary(cfg: RolloutConfig, policy: Any, steps: list[dict[str, Any]], dtype: str,
-             kmax: int) -> RolloutSummary:
-    tokens = sum(s["tokens"] for s in steps)
-    wall = sum(s["makespan_s"] for s in steps)
-    iters = sum(s["iterations"] for s in steps)
-    accepted = sum(s["accepted"] for s in steps)
-    config = cfg.model_dump()
-    config.update(dtype=dtype, kmax=kmax, policy_spec=policy.to_dict())
-    return RolloutSummary(**{
-        "config": config,
-        "steps": steps,
-        "makespan_s": [s["makespan_s"] for s in steps],
-        "total_wall_s": wall,
-        "tokens": tokens,
-        "iterations": iters,
-        "accepted": accepted,
-        "accepted_per_iteration": accepted / max(1, iters),
-        "tokens_per_s": tokens / wall if wall > 0 else None,
-        "drafted": sum(s["drafted"] for s in steps),
-        "lossy": make_accept_rule(cfg.accept, **cfg.accept_params).is_lossy,
-        "lossy_tokens": sum(s["lossy_tokens"] for s in steps),
-        "lossy_fraction": sum(s["lossy_tokens"] for s in steps) / tokens if tokens else 0.0,
-    })

