@@ -20,6 +20,7 @@ from specroll.policies._das import DASPolicy, das_optimal_k
 from specroll.policies._diffuspec import DiffuSpecPolicy
 from specroll.policies._drafters import DRAFTERS, Drafter, make_drafter, register_drafter
 from specroll.policies._history import LONG, MEDIUM, SHORT, LengthHistory, length_class
+from specroll.policies._identity import digest as study_digest
 from specroll.policies._match import compute_match_lengths
 from specroll.policies._mdp import MDPPolicy, solve_mdp, threshold_structure
 from specroll.policies._ngram import NgramDrafter
@@ -39,7 +40,7 @@ from specroll.policies._state import (
 from specroll.policies._suffix import SuffixDrafter
 from specroll.policies._threshold import ThresholdPolicy
 from specroll.policies._tlt import TLTPolicy
-from specroll.policies._tuner import TuneResult, search_space, tunable, tune
+from specroll.policies._tuner import TuneResult, clipped_bounds, default_params, search_space, tunable, tune
 from specroll.policies._vllm import VllmExport, vllm_config
 
 __all__ = [
@@ -90,7 +91,10 @@ __all__ = [
     "threshold_structure",
     "vllm_config",
     "TuneResult",
+    "clipped_bounds",
+    "default_params",
     "search_space",
+    "study_digest",
     "tunable",
     "tune",
 ]

@@ -32,9 +32,9 @@ class AdaptivePolicy(Policy):
     @dataclasses.dataclass
     class Params:
         mode: str = dataclasses.field(default="aimd", metadata=tunable(choices=_MODES))
-        k_init: int = dataclasses.field(default=4, metadata=tunable(1, 16))
+        k_init: int = dataclasses.field(default=4, metadata=tunable(1, 16, draft=True))
         k_min: int = 1
-        k_max: int = dataclasses.field(default=16, metadata=tunable(2, 32))
+        k_max: int = dataclasses.field(default=16, metadata=tunable(2, 32, draft=True))
         margin: float = dataclasses.field(default=1.0, metadata=tunable(0.0, 4.0))
 
     def validate(self) -> None:

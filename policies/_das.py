@@ -86,11 +86,11 @@ class DASPolicy(Policy):
         mode: str = "schedule"
         long_frac: float = dataclasses.field(default=0.5, metadata=tunable(0.1, 0.9))
         short_frac: float = dataclasses.field(default=0.125, metadata=tunable(0.0, 0.5))
-        k_long: int = dataclasses.field(default=6, metadata=tunable(1, 16))
-        k_medium: int = dataclasses.field(default=2, metadata=tunable(0, 8))
+        k_long: int = dataclasses.field(default=6, metadata=tunable(1, 16, draft=True))
+        k_medium: int = dataclasses.field(default=2, metadata=tunable(0, 8, draft=True))
         growth: float = dataclasses.field(default=0.5, metadata=tunable(0.0, 1.5))
         full_batch: int = 128
-        k_max: int = dataclasses.field(default=16, metadata=tunable(2, 32))
+        k_max: int = dataclasses.field(default=16, metadata=tunable(2, 32, draft=True))
         token_quota: int = dataclasses.field(default=-1,
                                              metadata=tunable(choices=(-1, 256, 512, 1024, 2048)))
         alpha: float = 0.7

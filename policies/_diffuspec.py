@@ -41,9 +41,9 @@ class DiffuSpecPolicy(Policy):
 
     @dataclasses.dataclass
     class Params:
-        k_init: int = dataclasses.field(default=6, metadata=tunable(1, 16))
+        k_init: int = dataclasses.field(default=6, metadata=tunable(1, 16, draft=True))
         k_min: int = 1
-        k_max: int = dataclasses.field(default=16, metadata=tunable(2, 32))
+        k_max: int = dataclasses.field(default=16, metadata=tunable(2, 32, draft=True))
         beta: float = dataclasses.field(default=0.5, metadata=tunable(0.05, 1.0))
         delta: float = dataclasses.field(default=1.0, metadata=tunable(0.0, 4.0))
         grow: int = dataclasses.field(default=2, metadata=tunable(0, 8))

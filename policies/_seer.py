@@ -83,7 +83,7 @@ class SeerPolicy(Policy):
     class Params:
         tokens_per_iter: int = dataclasses.field(default=512, metadata=tunable(64, 4096, log=True))
         min_gain: float = dataclasses.field(default=0.3, metadata=tunable(0.0, 0.9))
-        k_max: int = dataclasses.field(default=16, metadata=tunable(2, 32))
+        k_max: int = dataclasses.field(default=16, metadata=tunable(2, 32, draft=True))
         prior_alpha: float = 0.7
 
     def validate(self) -> None:

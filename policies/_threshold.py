@@ -46,8 +46,8 @@ class ThresholdPolicy(Policy):
     class Params:
         # Up to 0.99: in a memory-bound tail a draft at path probability 0.6^8 ~ 0.017 still pays.
         h: float = dataclasses.field(default=0.7, metadata=tunable(0.05, 0.99))
-        k_min: int = dataclasses.field(default=1, metadata=tunable(0, 4))
-        k_max: int = dataclasses.field(default=16, metadata=tunable(2, 32))
+        k_min: int = dataclasses.field(default=1, metadata=tunable(0, 4, draft=True))
+        k_max: int = dataclasses.field(default=16, metadata=tunable(2, 32, draft=True))
         fallback: str = "ema"
         prior_alpha: float = 0.7
 

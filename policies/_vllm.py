@@ -49,6 +49,8 @@ class VllmExport:
     config: dict[str, Any] | None
     params: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    clipped: list[str] = field(default_factory=list)
+    """values capped to what the tuning simulated (said loudly: a caller prints them as warnings)."""
 
     @property
     def unexpressed(self) -> dict[str, str]:
@@ -63,7 +65,7 @@ class VllmExport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.policy, "speculative_config": self.config, "params": self.params,
-                "unexpressed": sorted(self.unexpressed), "notes": self.notes}
+                "unexpressed": sorted(self.unexpressed), "notes": self.notes, "clipped": self.clipped}
 
 
 def batch_schedule(k_of_batch: np.ndarray) -> list[list[int]]:
@@ -77,14 +79,43 @@ def batch_schedule(k_of_batch: np.ndarray) -> list[list[int]]:
     return out
 
 
+def check_tuned(pol: Policy, tuning: dict[str, Any], *, file: str | None = None) -> int | None:
+    """Refuse a parameter outside what the study searched (or other than its pin); the tuning's
+    simulated kmax (None: unknown). ``tuning``: best_policy.json's record of the study."""
+    from specroll.policies._identity import canonical
+
+    p = canonical(dataclasses.asdict(pol.params))
+    fix = ("export the best_policy.json the tuner wrote, or tune again (the simulated kmax bounds the "
+           "draft lengths it can search)")
+    for name, spec in (tuning.get("search_space") or {}).items():
+        v = p.get(name)
+        if spec.get("choices") is not None:
+            ok, what = v in spec["choices"], f"one of {spec['choices']}"
+        else:
+            ok = isinstance(v, int | float) and spec["low"] <= v <= spec["high"]
+            what = f"{spec['low']}..{spec['high']}"
+        if not ok:
+            raise SpecrollError(f"{name} = {v} lies outside what was tuned ({what})", file=file,
+                                field=f"params.{name}", fix=fix)
+    for name, v in (tuning.get("pins") or {}).items():
+        if name in p and p[name] != v:
+            raise SpecrollError(f"{name} = {p[name]} but the study was tuned with it pinned to {v}",
+                                file=file, field=f"params.{name}", fix=fix)
+    kmax = tuning.get("kmax")
+    return None if kmax is None else int(kmax)
+
+
 def vllm_config(policy: Policy | dict[str, Any], *, max_batch: int = 256, per_batch: bool = True,
-                kmax: int | None = None) -> VllmExport:
+                kmax: int | None = None, tuning: dict[str, Any] | None = None,
+                file: str | None = None) -> VllmExport:
     """The closest suffix-decoding speculative_config to ``policy`` (a Policy or best_policy.json dict).
 
     ``max_batch``: the engine's batch cap (vLLM ``max_num_seqs``), the range of the batch-size
     schedule. ``per_batch=False`` leaves out ``num_speculative_tokens_per_batch_size`` (a vLLM or a
     deployment without it): batch-size dependence then becomes a per-parameter "not expressible".
-    ``kmax``: the drafter's proposal cap, if the policy's own cap is larger.
+    ``kmax``: the drafter's proposal cap, if the policy's own cap is larger. ``tuning``: the study
+    record of a tuned policy (best_policy.json's ``tuning``): a parameter outside what it searched is
+    refused, and a draft above the kmax it simulated is capped there, loudly (``clipped``).
     """
     from specroll.policies._base import policy_from_dict
 
@@ -101,9 +132,15 @@ def vllm_config(policy: Policy | dict[str, Any], *, max_batch: int = 256, per_ba
     p = dataclasses.asdict(pol.params)
     b = np.arange(1, max_batch + 1)
     cap = 10**9 if kmax is None else int(kmax)
+    tuned_kmax = None if tuning is None else check_tuned(pol, tuning, file=file)
     k_b, extra, params = fn(pol, p, b)
     k_b = np.minimum(np.asarray(k_b, dtype=np.int64), cap)
     out = VllmExport(pol.to_dict(), None, params)
+    if tuned_kmax is not None and int(k_b.max()) > tuned_kmax:
+        out.clipped.append(f"the policy drafts up to {int(k_b.max())} tokens at some batch sizes, but it "
+                           f"was tuned where drafts of at most {tuned_kmax} tokens exist: exported capped "
+                           f"at {tuned_kmax} (no simulation tried more)")
+        k_b = np.minimum(k_b, tuned_kmax)
     k_top = int(k_b.max())
     if k_top <= 0:
         out.notes.append("the policy never drafts at these batch sizes: run without speculative_config")

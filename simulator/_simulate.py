@@ -75,6 +75,12 @@ class Simulator:
             self._acc[i] = acc
         return self._acc[i]
 
+    @property
+    def kmax(self) -> int | None:
+        """The largest draft this simulation can express: the drafter's (or the acceptance model's)
+        proposal cap. The tuner clips draft-length search bounds to it."""
+        return int(self.acceptance(0).kmax) if self.steps else None
+
     # --- training phase ---------------------------------------------------------------------------
     def train_time(self, tokens: int) -> tuple[float, float]:
         """(train_s, sync_s) of one RL step over ``tokens`` prompt + response tokens."""

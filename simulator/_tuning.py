@@ -14,6 +14,7 @@ rollout + training + weight-sync time), averaged over every (trace, seed) pair.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,21 @@ from pydantic import Field
 
 from specroll.core.config import ConfigModel, parse
 from specroll.core.errors import SpecrollError
-from specroll.core.fileio import read_json, read_toml, write_json
+from specroll.core.fileio import read_toml
 from specroll.core.progress import progress, say
-from specroll.policies import POLICIES, Policy, make_policy, policy_from_dict, search_space, tune
+from specroll.policies import (
+    POLICIES,
+    Policy,
+    default_params,
+    make_policy,
+    policy_from_dict,
+    search_space,
+    study_digest,
+    tune,
+)
 from specroll.simulator._config import SimConfig
 from specroll.simulator._simulate import Simulator
+from specroll.simulator._tune_summary import TuneRun, TuneSummary
 from specroll.simulator._workload import load_trace
 from specroll.traces import PRESETS
 
@@ -70,7 +81,33 @@ class TuneSetup:
                 traces[key] = load_trace(cfg)
             sim = Simulator(cfg, profile=profile, trace=traces[key])
             profile = sim.profile
+            for i in range(len(sim.steps)):  # the acceptance draws, once (workers fork with them)
+                sim.acceptance(i)
             self.simulators.append(sim)
+
+    @property
+    def kmax(self) -> int | None:
+        """The largest draft any of the simulations expresses (None: no simulation has steps)."""
+        caps = [k for k in (sim.kmax for sim in self.simulators) if k is not None]
+        return max(caps) if caps else None
+
+    def identity(self) -> dict[str, Any]:
+        """What this objective measures, for the study's identity (policies/_identity.py): readable
+        fields, plus digests of what a path would not pin down (a trace file's bytes, the profile)."""
+        cfg0 = self.configs[0]
+        prof = self.simulators[0].profile if self.simulators else cfg0.load_profile()
+        resolved = [_resolved(c) for c in self.configs]
+        first = {k: v for k, v in resolved[0].items() if k not in ("seed", "workload")}
+        return {
+            "config_file": None if self.file is None else Path(self.file).name,
+            "objective": OBJECTIVE,
+            "seeds": sorted({c.seed for c in self.configs}),
+            "steps": sorted({c.workload.steps for c in self.configs}, key=lambda v: (v is None, v)),
+            "traces": list(dict.fromkeys(_trace_id(c) for c in self.configs)),
+            "profile": {"name": Path(cfg0.profile_name()).name, "digest": study_digest(prof.to_dict())[:16]},
+            "resolved": first,
+            "configs_digest": study_digest(resolved),
+        }
 
     def evaluate(self, policy: Policy) -> list[dict[str, float]]:
         """Per simulator: makespan_s (all steps, incl. training) and rollout_s, of a fresh copy of policy."""
@@ -84,6 +121,30 @@ class TuneSetup:
     def objective(self, policy: Policy) -> float:
         runs = self.evaluate(policy)
         return sum(r["makespan_s"] for r in runs) / len(runs)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _trace_id(cfg: SimConfig) -> str:
+    w = cfg.workload
+    if w.trace is not None:  # the content, not the path: another machine keeps it elsewhere
+        return f"{Path(str(w.trace)).name} {_file_digest(cfg.trace_path())}"
+    return f"{w.preset} prompts={w.prompts} samples={w.samples} seed={w.seed}"
+
+
+def _resolved(cfg: SimConfig) -> dict[str, Any]:
+    """The config with every default filled in, and no machine-specific path."""
+    d = cfg.to_dict()
+    if d["workload"].get("trace") is not None:
+        d["workload"]["trace"] = _trace_id(cfg)
+    d["model"]["profile"] = Path(cfg.profile_name()).name
+    return d
 
 
 def load_tune_config(path: str | Path, *, seeds: list[int] | None = None) -> TuneSetup:
@@ -139,8 +200,8 @@ class TuneOutcome:
 
     family: str
     result: Any
-    """policies.TuneResult: best_policy, best_value, n_complete, ..."""
-    summary: dict[str, Any]
+    """policies.TuneResult: best_policy, best_value, n_complete, history (DataFrame), ..."""
+    summary: TuneSummary
     means: dict[str, float]
     pins: dict[str, Any]
     labels: list[str]
@@ -148,8 +209,9 @@ class TuneOutcome:
 
 def tune_family(setup: TuneSetup, family: str | None = None, *, trials: int | None = None,
                 out: str | Path, storage: str | None = None, study: str | None = None, seed: int = 0,
-                pins: dict[str, Any] | None = None) -> TuneOutcome:
-    """Tune ``family`` (default [tune].family) for ``trials`` (default [tune].trials) into ``out``."""
+                pins: dict[str, Any] | None = None, workers: int = 1) -> TuneOutcome:
+    """Tune ``family`` (default [tune].family) for ``trials`` (default [tune].trials) into ``out``,
+    with ``workers`` processes on the study (each forked with the simulators built here)."""
     family = family or setup.table.family
     trials = trials if trials is not None else setup.table.trials
     if not family:
@@ -165,24 +227,34 @@ def tune_family(setup: TuneSetup, family: str | None = None, *, trials: int | No
                             fix=f"tune one of: {', '.join(f for f in POLICIES.names() if search_space(f))}")
     if int(trials) < 1:
         raise SpecrollError("need at least one trial", field="--trials", fix="pass --trials N with N >= 1")
+    if int(workers) < 1:
+        raise SpecrollError(f"need at least one worker, got {workers}", field="--workers",
+                            fix="pass --workers N with N >= 1")
     pins = tuning_pins(family, setup, pins or {})
-    defaults = make_policy(family, **pins)  # checks the pinned names and values up front
+    make_policy(family, **pins)  # checks the pinned names and values up front
     say(f"tune {family}: {len(setup.configs)} simulation(s) per trial ({', '.join(setup.labels)})")
     if not setup.simulators:
         setup.build()
+    kmax = setup.kmax
+    res = tune(setup.objective, family, n_trials=int(trials), out_dir=out, storage=storage,
+               study_name=study, seed=seed, fixed=pins, identity=setup.identity(), kmax=kmax,
+               workers=int(workers))
+    # The defaults as the study's first trial ran them: draft lengths clipped to what is simulated.
+    defaults = make_policy(family, **{**default_params(family, pins, res.search_space), **pins})
     base = {"defaults": setup.evaluate(defaults), "ar": setup.evaluate(make_policy("ar"))}
     means = {k: sum(r["makespan_s"] for r in v) / len(v) for k, v in base.items()}
-    res = tune(setup.objective, family, n_trials=int(trials), out_dir=out, storage=storage,
-               study_name=study, seed=seed, fixed=pins)
     best_runs = setup.evaluate(res.best_policy)
-    runs = [{"label": lab, "best": b, "defaults": d, "ar": a}
+    runs = [TuneRun(label=lab, best=b, defaults=d, ar=a)
             for lab, b, d, a in zip(setup.labels, best_runs, base["defaults"], base["ar"], strict=True)]
-    summary_path = Path(out) / "tune_summary.json"
-    summary = read_json(summary_path)
-    summary.update({
-        "config": setup.file, "objective": OBJECTIVE,
-        "pinned": pins, "defaults_value_s": means["defaults"], "ar_value_s": means["ar"],
-        "defaults_policy": defaults.to_dict(), "runs": runs, "sampler_seed": seed,
-    })
-    write_json(summary_path, summary)
+    complete = res.history[res.history["state"] == "COMPLETE"] if len(res.history) else res.history
+    summary = TuneSummary(
+        family=family, study=res.study, storage=res.storage, config=setup.file, objective=OBJECTIVE,
+        n_complete=res.n_complete, trials_run_now=res.trials_run_now, workers=res.workers,
+        sampler_seed=seed, best_value_s=res.best_value, best_trial=res.best_trial,
+        best_params=res.best_params, pinned=pins, defaults_value_s=means["defaults"],
+        defaults_policy=defaults.to_dict(), ar_value_s=means["ar"],
+        values=[float(v) for v in complete["value"]] if len(complete) else [], runs=runs, kmax=kmax,
+        search_space=res.search_space, clipped=res.clipped, identity=res.identity, wall_s=res.wall_s,
+        trials_per_min=60.0 * res.trials_run_now / res.wall_s if res.wall_s > 0 else 0.0)
+    summary.write(Path(out) / "tune_summary.json")
     return TuneOutcome(family, res, summary, means, pins, list(setup.labels))

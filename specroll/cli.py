@@ -5,7 +5,8 @@ Each subcommand lives in its own module under :mod:`specroll.commands` and expos
 this file. Command modules import heavy libraries (torch, matplotlib) inside their handlers so
 that `specroll --help` stays fast.
 
-Errors: a :class:`SpecrollError` prints its one-line message and exits 2, with no traceback.
+Errors: a :class:`SpecrollError` prints its one-line message and exits 2, with no traceback; Ctrl-C
+prints one line and exits 130.
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"specroll: error: `specroll {args.command}` runs the real backend, which needs {exc.name}. "
               "Fix: pip install 'specroll[real]'.", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("specroll: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # One line, no traceback; a command that keeps partial work says what it kept (tune).
+        print(f"specroll: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
     return int(rc or 0)
 

@@ -12,6 +12,7 @@ file, ``NAME.vllm.json``). See policies/_vllm.py for the mapping.
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +44,11 @@ def _run(args: argparse.Namespace) -> int:
         from specroll.calibration import load_profile
 
         policy.bind_cost(load_profile(args.profile))
-    export = vllm_config(policy, max_batch=args.max_batch, per_batch=not args.no_per_batch, kmax=args.kmax)
+    # A tuned policy (best_policy.json) carries its study's record: nothing outside it is exported.
+    export = vllm_config(policy, max_batch=args.max_batch, per_batch=not args.no_per_batch, kmax=args.kmax,
+                         tuning=spec.get("tuning"), file=args.policy_file)
+    for line in export.clipped:
+        print(f"specroll: warning: CLIPPED: {line}", file=sys.stderr)
     src = Path(args.policy_file)
     out = Path(args.out) if args.out else src.with_name(src.stem + ".vllm.json")
     write_json(out, {"source": str(src), **export.to_dict()})

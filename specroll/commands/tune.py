@@ -2,6 +2,7 @@
 
     specroll tune examples/tune.toml --family das --trials 40 --out out/tune-das
     specroll tune examples/tune.toml --family threshold --trials 40 --param k_min=0 --out out/tune-thr
+    specroll tune examples/tune.toml --trials 200 --workers 2 --out out/tune-das
     specroll tune cfg.toml --family das --trials 200 --storage postgresql://host/db --study das-7b --out d
 
 CONFIG is a simulate config (see docs/simulator.md) with an optional ``[tune]`` table:
@@ -21,7 +22,10 @@ steps' rollout + training + weight-sync time), averaged over every (trace, seed)
 (trace, seed) Simulator is built once and replays every trial (its acceptance draws cached).
 Writes DIR/best_policy.json (for `specroll simulate/rollout --policy-file`), DIR/history.parquet,
 DIR/tune_summary.json and the study (SQLite DIR/study.db unless --storage). Re-running the same
-command resumes the study: finished trials are kept, only the missing ones run.
+command resumes the study: finished trials are kept, only the missing ones run; a study refuses a
+run that measures something else (another config, seeds, pins: pass a new --study or --out).
+--workers N runs N processes on the study; on several machines, run the same command with the
+same --storage URL and --study name on each. Ctrl-C keeps the finished trials (exit 130).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampler seed (TPE)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="pin a policy parameter (repeatable; not searched)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on the study (default 1; see docs/policies.md for many machines)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_run)
 
@@ -57,7 +63,8 @@ def _run(args: argparse.Namespace) -> int:
 
     setup = load_tune_config(args.config)
     outcome = tune_family(setup, args.family, trials=args.trials, out=args.out, storage=args.storage,
-                          study=args.study, seed=args.seed, pins=parse_pairs(args.param, "--param"))
+                          study=args.study, seed=args.seed, pins=parse_pairs(args.param, "--param"),
+                          workers=args.workers)
     print(_format(outcome, args))
     return 0
 
@@ -69,13 +76,13 @@ def _format(outcome: Any, args: argparse.Namespace) -> str:
         return f"{100.0 * (res.best_value - x) / x:+.1f} %"
 
     best = {k: v for k, v in res.best_policy.to_dict()["params"].items() if k not in pins}
-    rollout = [r["best"]["rollout_s"] for r in summary["runs"]]
+    rollout = [r.best.rollout_s for r in summary.runs]
     lines = [
         f"specroll tune: {family} on {args.config}, {len(outcome.labels)} run(s) per trial: "
         + ", ".join(outcome.labels),
         "objective: mean simulated time of all RL steps (rollout + train + sync), seconds",
-        f"trials: {res.n_complete} complete ({summary['trials_run_now']} run now), study "
-        f"{summary['study']}",
+        f"trials: {res.n_complete} complete ({summary.trials_run_now} run now, {summary.workers} "
+        f"worker(s), {summary.trials_per_min:.1f} trials/min), study {summary.study} in {summary.storage}",
         "",
         f"{'':<10} {'value_s':>10} {'best vs':>9}",
         f"{'best':<10} {res.best_value:>10.3f} {'':>9}",
@@ -87,6 +94,10 @@ def _format(outcome: Any, args: argparse.Namespace) -> str:
     ]
     if pins:
         lines.append("pinned: " + ", ".join(f"{k}={_short(v)}" for k, v in pins.items()))
+    if summary.clipped:
+        lines.append(f"search space clipped to the simulated kmax {summary.kmax}: " + ", ".join(
+            f"{k} {c['declared'][0]}..{c['declared'][1]} -> {c['searched'][0]}..{c['searched'][1]}"
+            for k, c in summary.clipped.items()))
     out = Path(args.out)
     lines.append(f"wrote {out / 'best_policy.json'}, {out / 'history.parquet'}, {out / 'tune_summary.json'}"
                  + ("" if args.storage else f", {out / 'study.db'}"))

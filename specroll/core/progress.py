@@ -10,6 +10,9 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 T = TypeVar("T")
+# No monitor thread: `specroll tune --workers N` forks, and a fork while another thread runs may
+# deadlock the child (the monitor only fixes bars that stall for minutes).
+tqdm.monitor_interval = 0
 
 
 def _disabled() -> bool:

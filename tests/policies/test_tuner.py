@@ -54,7 +54,7 @@ def test_seeded_sequential_runs_are_reproducible(tmp_path):
     _ensure_toy_family()
     a = tune(_objective, "toy-quadratic", n_trials=15, out_dir=tmp_path / "a", seed=5)
     b = tune(_objective, "toy-quadratic", n_trials=15, out_dir=tmp_path / "b", seed=5)
-    assert [r["value"] for r in a.history] == [r["value"] for r in b.history]
+    assert a.history["value"].tolist() == b.history["value"].tolist()
 
 
 def test_rerun_resumes_instead_of_restarting(tmp_path):
@@ -160,10 +160,10 @@ def test_infeasible_trials_are_pruned_and_defaults_come_first(tmp_path):
     _ensure_constrained_family()
     res = tune(lambda p: float(p.params.hi - p.params.lo), "toy-constrained", n_trials=12, out_dir=tmp_path,
                seed=3)
-    states = [r["state"] for r in res.history]
+    states = res.history["state"].tolist()
     assert res.n_complete == 12 and states.count("COMPLETE") == 12
     assert "PRUNED" in states  # lo > hi happens under random sampling of two independent ranges
-    first = res.history[0]
+    first = res.history.iloc[0]
     assert (first["param_lo"], first["param_hi"], first["value"]) == (2, 5, 3.0)
     assert res.best_value == 0.0
 
@@ -173,7 +173,7 @@ def test_workers_opening_a_new_sqlite_study_at_once_all_succeed(tmp_path):
     opens it (the schema creation's losers retry), and the study they share is one."""
     import threading
 
-    from specroll.policies._tuner import make_storage
+    from specroll.policies._storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     gate = threading.Barrier(6)
@@ -182,7 +182,7 @@ def test_workers_opening_a_new_sqlite_study_at_once_all_succeed(tmp_path):
     def worker() -> None:
         gate.wait()
         try:
-            opened.append(make_storage(url, tmp_path))
+            opened.append(open_storage(url))
         except Exception as exc:  # noqa: BLE001 - collected for the assertion below
             errors.append(exc)
 
