@@ -44,7 +44,7 @@ def storage_spec(storage: str | None, out_dir: str | Path) -> str:
 
 def describe(spec: str) -> str:
     """The storage for messages: the password of a URL masked."""
-    if spec.startswith("journal:"):
+    if spec.startswith(("journal:", "sqlite")):  # a file: no credentials to hide
         return spec
     try:
         from sqlalchemy.engine import make_url
@@ -129,9 +129,18 @@ def _is_schema_race(exc: Exception) -> bool:
 def storage_error(exc: BaseException, spec: str) -> SpecrollError:
     """One clear SpecrollError for a failure to open or write the study storage."""
     where = describe(spec)
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-    low = str(exc).lower()
-    if isinstance(exc, ImportError) or "no module named" in low:
+    chain: list[BaseException] = []  # Optuna wraps the driver's error (StorageInternalError from ...)
+    e: BaseException | None = exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    root = chain[-1]
+    lines = str(getattr(root, "orig", None) or root).strip().splitlines()
+    text = lines[0] if lines else type(root).__name__
+    low = " ".join(str(x) for x in chain).lower()
+    if spec in text or spec in low:  # never repeat a URL that may hold a password
+        text, low = text.replace(spec, where), low.replace(spec.lower(), where.lower())
+    if any(isinstance(x, ImportError) for x in chain) or "no module named" in low:
         return SpecrollError(f"the database driver is not installed ({text})", field="--storage",
                              fix="pip install 'psycopg[binary]' (PostgreSQL), or 'specroll[postgres]'")
     if "readonly database" in low or "read-only" in low or "permission denied" in low and "sqlite" in spec:
@@ -156,7 +165,7 @@ def storage_error(exc: BaseException, spec: str) -> SpecrollError:
     if "can't load plugin" in low or "could not parse" in low:
         return SpecrollError(f"not a usable database URL: {where} ({text})", field="--storage",
                              fix=f"use {_URLS}")
-    return SpecrollError(f"cannot use the study storage {where}: {type(exc).__name__}: {text}",
+    return SpecrollError(f"cannot use the study storage {where}: {type(root).__name__}: {text}",
                          field="--storage", fix="check the URL and that the database is reachable")
 
 

@@ -50,6 +50,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A local TCP port nothing listens on (an unreachable server)."""
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """postgresql://USER:PASSWORD@127.0.0.1:PORT/DB of a server this session starts (and stops)."""
