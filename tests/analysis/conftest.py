@@ -136,9 +136,8 @@ def outputs(tmp_path_factory) -> Path:
     """A folder holding one output of every kind (and two simulations to compare)."""
     from specroll.cli import main
     from specroll.policies import make_policy
-    from specroll.policies._tuner import tune
     from specroll.real_backend import RolloutConfig, rollout
-    from specroll.simulator import SimConfig, Simulator
+    from specroll.simulator import SimConfig, Simulator, TuneSetup, tune_family
     from specroll.traces import synthesize, write_trace
 
     root = tmp_path_factory.mktemp("outputs")
@@ -147,8 +146,8 @@ def outputs(tmp_path_factory) -> Path:
     sim = Simulator(SimConfig.from_toml(cfg_path))
     for name, policy in (("sim_ar", make_policy("ar")), ("sim_fixed", make_policy("fixed", k=3))):
         sim.run(policy, show_progress=False).write(root / name)
-    tune(lambda p: sim.run(p, show_progress=False).makespan_s, "threshold", n_trials=8,
-         out_dir=root / "tune", seed=0)
+    setup = TuneSetup([sim.config], ["small"], simulators=[sim])  # what `specroll tune` writes
+    tune_family(setup, "threshold", trials=8, out=root / "tune", seed=0)
     assert main(["plan", str(cfg_path), "--step-time", "1000", "--out", str(root / "plan")]) == 0
     cfg = RolloutConfig(model="toy", prompts=3, samples=2, steps=2, max_new_tokens=32, max_batch=8, seed=2,
                         temperature=0.3, policy="fixed", params={"k": 4}, drafter="history")
