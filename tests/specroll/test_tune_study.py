@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import specroll.simulator  # noqa: F401 - registers the 'tune' summary kind before the registries' snapshot
 from specroll.cli import main
 from specroll.core.results import read_summary
 
