@@ -34,10 +34,9 @@ from typing import Any
 import numpy as np
 
 from specroll.policies import PolicyState
-from specroll.simulator._step import CTX, ENG, GEN, GID, LEN, PLEN, POS, PRED, accepted_total, tree_pairs
+from specroll.simulator._step import CTX, ENG, GEN, GID, LEN, PLEN, POS, PRED, tree_pairs
 from specroll.simulator._windowparts import (
     Buffers,
-    Grid,
     banded_reduceat,
     choose_window,
     context_max,
@@ -51,8 +50,11 @@ def has_fast_path(policy: Any) -> bool:
     return callable(getattr(policy, "decide_with_horizon", None))
 
 
-def run_windowed(kern: Any) -> Any:
-    """StepKernel.run for a policy with ``decide_with_horizon``; returns the same StepOutcome."""
+def run_windowed(kern: Any) -> None:
+    """StepKernel.advance for a policy with ``decide_with_horizon``: the same numbers as the
+    iteration loop. An engine stops at its time limit (``kern.until``: the window is cut before the
+    first iteration starting at or after it) or at a finish while watched (``kern.events``: the
+    window ends there for it); the kernel parks stopped engines between windows."""
 
     spec, acc, cost, out = kern.spec, kern.acc, kern.cost, kern.out
     E, kmax = spec.n_engines, acc.kmax
@@ -60,14 +62,16 @@ def run_windowed(kern: Any) -> Any:
     cap = int(spec.kv_capacity)
     tree_w, lossy = acc.tree_width, acc.lossy
     tri = tree_pairs(kmax, tree_w)  # pairs inside a verify of depth k (tree_w branches)
-    grid = Grid(E, kern.timeline.every)
+    grid = kern.grid
     buf = Buffers()
     needs_cmax = getattr(cost, "reads_context_max", lambda: True)
     needs_qmax = getattr(cost, "reads_query_max", lambda: True)
-    last_t = np.zeros(E)
+    last_t = kern.last_t
     drafted = req_iters = lossy_n = 0
-    gain = 0.5  # accepted per drafted token, measured on the previous window (steers W only)
-    kern._admit(np.arange(E))
+    gain = kern.gain  # accepted per drafted token, measured on the previous window (steers W only)
+    until = kern.until
+    timed = bool(np.isfinite(until).any())
+    kern._stopping()
     while kern.S.shape[1]:
         S = kern.S
         n = S.shape[1]
@@ -151,14 +155,11 @@ def run_windowed(kern: Any) -> Any:
                                                  needs_qmax(), tree_w)
         else:
             draft, q_max, qc = _features_proposals(plen_at, k, seg, Pw, off, tri, gone, tree_w)
-        if lossy is not None:
-            lossy_n += _window_lossy(lossy, P, w, cnt, end)
         c_max = np.zeros(A)  # the cost model would multiply it by 0 or never read it
         if needs_cmax():
             dead = None if gone is None else rows[:W] > g_fin
             c_max = context_max(Pw, off, ctx, seg, cnt, np.maximum.reduceat(k, seg) * W,
                                 None if gone is None else g_col, dead, buf.get("X", W, n))
-        drafted += int((draft * valid).sum()) if draft.ndim == 2 else int((draft * w).sum())
         t = price(cost, valid, n_req.astype(np.float64), draft.astype(np.float64), q_max, csum[:W], c_max,
                   qc)
 
@@ -167,6 +168,18 @@ def run_windowed(kern: Any) -> Any:
         clock[0] = kern.clock[active]
         clock[1:] = t
         np.cumsum(clock, axis=0, out=clock)
+        if timed:  # no iteration starts at or after the engine's time limit: cut the window there
+            n_ok = (clock[:W] < until[active]).sum(axis=0)
+            if (n_ok < w).any():
+                w = np.minimum(w, n_ok)
+                valid = rows[:W] < w
+                kv_hit = csum_kv[w, ar] > cap
+                t = np.where(valid, t, 0.0)
+                clock[1:] = t
+                np.cumsum(clock, axis=0, out=clock)
+        if lossy is not None:
+            lossy_n += _window_lossy(lossy, P, w, cnt, end)
+        drafted += int((draft * valid).sum()) if draft.ndim == 2 else int((draft * w).sum())
         g0 = kern.iters[active]
         grid.record(g0, w, active, clock, n_req, t)
         kern.clock[active] = clock[W]
@@ -202,13 +215,12 @@ def run_windowed(kern: Any) -> Any:
             kv = np.bincount(kern.S[ENG], weights=kern.S[CTX], minlength=E)
             if (kv > cap).any():
                 kern._preempt(kv)
+        kern._stopping()
 
-    out.lossy += lossy_n
-    out.drafted, out.accepted = drafted + out.drafted, accepted_total(kern.ro, req_iters)
-    out.request_iterations = req_iters
-    out.kernel_iterations = int(kern.iters.max()) if E else 0
-    out.timeline = grid.arrays(kern.iters, kern.clock)
-    return out
+    kern.n_lossy += lossy_n
+    kern.n_drafted += drafted
+    kern.n_req_iters += req_iters
+    kern.gain = gain
 
 
 def _decide(kern: Any, c_sum0: np.ndarray, last_t: np.ndarray
@@ -233,10 +245,11 @@ def _decide(kern: Any, c_sum0: np.ndarray, last_t: np.ndarray
 def _absorbable_finishes(kern: Any, active: np.ndarray, cnt: np.ndarray, floor: np.ndarray | None
                          ) -> np.ndarray:
     """Per active engine, how many finishes a window can run through: none where the engine would
-    admit queued or preempted requests, else as many as keep its batch at the policy's floor (the
-    last request's finish always ends the window)."""
+    admit queued or preempted requests or the cluster watches it, else as many as keep its batch at
+    the policy's floor (the last request's finish always ends the window)."""
     allowed = cnt - 1 if floor is None else np.minimum(cnt - np.maximum(floor[active], 1), cnt - 1)
-    pending = kern.qptr[active] < kern.qend[active]
+    # A watched engine stops at its first finish (the cluster acts there), like one that admits.
+    pending = (kern.qptr[active] < kern.qend[active]) | kern.events[active]
     if kern.n_requeued:
         pending |= np.array([bool(kern.requeued[e]) for e in active.tolist()], dtype=bool)
     return np.where(pending, 0, np.maximum(allowed, 0))

@@ -82,15 +82,19 @@ def test_a_stop_time_freezes_engines_and_records_progress():
     acc = ParametricAcceptance(alpha=0.5, kmax=4).prepare(ro, 0)
     eng = np.array([0, 0, 0, 1, 1, 1])
 
-    def kern(stop_at):
+    def kern(stop_at, fast=True):
         return StepKernel(ro, acc, eng, np.arange(6), np.full(6, np.nan), EngineSpec(2, 2, 10**6), ToyCost(),
-                          make_policy("fixed", k=2), step=0, rid_base=0, max_len=500, stop_at=stop_at)
+                          make_policy("fixed", k=2), step=0, rid_base=0, max_len=500, stop_at=stop_at,
+                          fast=fast)
 
     full = kern(None).run()
     stop = float(np.sort(full.end_s)[2])  # the third completion
     k = kern(stop)
-    assert not k.fast  # a stop time takes the iteration loop, whatever the policy
+    assert k.fast  # the windowed path cuts its windows at the stop time
     out = k.run()
+    loop = kern(stop, fast=False).run()
+    for name in ("start_s", "end_s", "iterations", "progress", "engine_busy_s", "engine_iterations"):
+        assert np.array_equal(getattr(out, name), getattr(loop, name), equal_nan=True), name
     done = np.isfinite(out.end_s)
     assert done.sum() >= 3
     assert np.array_equal(out.end_s[done], full.end_s[done])  # the same run up to the stop
