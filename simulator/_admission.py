@@ -159,6 +159,7 @@ class KernelSlots:
         charge = None  # tokens each admission forward processes, where that is not the context
         if rows_l:
             rows, eng = np.concatenate(rows_l), np.concatenate(eng_l)
+            self.out.engine[rows] = eng  # the cluster's choice, where it decides at admission
             self.out.start_s[rows] = self.clock[eng]
             self.start_iter[rows] = self.iters[eng]
             s, f = self._new_columns(rows, eng)

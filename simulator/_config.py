@@ -11,6 +11,7 @@ seed = 0                      # acceptance draws (and the synthetic trace unless
 [drafter]  kind = "model", model = "qwen2.5-0.5b", overlap = true   # replaces the profile's drafter cost
 [lossy]    method = "judge", p = 0.3                                  # lossy acceptance on top
 [partial]  enabled = true, concurrency = 4096, target = 8192          # partial rollouts (CoPRIS)
+[rl]       mode = "async", staleness = 2, batch = 8192, sync = "interrupt"   # asynchronous RL
 ```
 
 Every section is a declared model (specroll.core.config): types strict, ranges declared, unknown
@@ -27,9 +28,20 @@ from pydantic import Field, PrivateAttr, model_validator
 from specroll.core.config import ConfigModel, FieldError, parse, recheck
 from specroll.core.errors import SpecrollError
 from specroll.core.fileio import read_toml
+from specroll.policies import tunable
 
-DISPATCH = ("round-robin", "least-loaded", "longest-predicted-first", "histopipe", "long-dedicated")
-Dispatch = Literal["round-robin", "least-loaded", "longest-predicted-first", "histopipe", "long-dedicated"]
+# Static rules decide every engine's rollouts when the step starts (simulator/_workload.py); the
+# dynamic ones hand rollouts out while engines run (simulator/_dynamic.py).
+STATIC_DISPATCH = ("round-robin", "least-loaded", "longest-predicted-first", "histopipe", "long-dedicated")
+DYNAMIC_DISPATCH = ("queue", "seer", "rollpacker")
+DISPATCH = STATIC_DISPATCH + DYNAMIC_DISPATCH
+Dispatch = Literal["round-robin", "least-loaded", "longest-predicted-first", "histopipe", "long-dedicated",
+                   "queue", "seer", "rollpacker"]
+# The [cluster] keys each rule reads (a key set for another rule is an error, not silently unused),
+# and among them those `specroll tune` searches (their ranges: the fields' ``tune`` metadata).
+DISPATCH_KEYS = {"long-dedicated": ("long_engines", "long_frac"), "queue": ("queue_order",),
+                 "seer": ("chunk", "interval_s"),
+                 "rollpacker": ("long_threshold", "long_round", "queue_order")}
 # Tensor parallelism past one node (8 GPUs) and 64 engines' worth of GPUs is not a rollout engine
 # any serving system builds; larger values are typos (tp = 1000 made training time vanish).
 MAX_TP = 64
@@ -46,15 +58,57 @@ class ClusterConfig(ConfigModel):
                                            description="override the profile's KV capacity per engine")
     long_engines: int | None = Field(None, ge=1, description="long-dedicated dispatch (StreamRL): "
                                      "engines reserved for the predicted long tail (default engines // 8)")
-    long_frac: float = Field(0.1, gt=0.0, lt=1.0, description="long-dedicated: fraction of a step's "
-                             "rollouts, longest predicted first, sent to them")
+    long_frac: float | None = Field(None, gt=0.0, lt=1.0, description="long-dedicated: fraction of a "
+                                    "step's rollouts, longest predicted first, sent to them (default 0.1)",
+                                    json_schema_extra=tunable(0.02, 0.5))
+    queue_order: Literal["fifo", "longest"] | None = Field(
+        None, description="queue, rollpacker: order of the central queue: trace order, or longest "
+        "predicted first (default fifo; rollpacker: longest)",
+        json_schema_extra=tunable(choices=("fifo", "longest")))
+    chunk: int | None = Field(None, ge=1, description="seer: samples of a group dispatched together "
+                              "(default: a quarter of the group, at least 1)",
+                              json_schema_extra=tunable(1, 16))
+    interval_s: float | None = Field(None, gt=0.0, le=60.0, description="seer: seconds between two "
+                                     "rounds of the global scheduler (default 0.25)",
+                                     json_schema_extra=tunable(0.02, 2.0, log=True))
+    long_threshold: float | None = Field(None, gt=0.0, lt=1.0, description="rollpacker: a prompt whose "
+                                         "predicted length exceeds this fraction of the length cap waits "
+                                         "for a long round (default 0.25)",
+                                         json_schema_extra=tunable(0.05, 0.9))
+    long_round: int | None = Field(None, ge=1, description="rollpacker: deferred rollouts that make a "
+                                   "long round (default: a step's rollouts)")
 
     @model_validator(mode="after")
-    def _long_engines_fit(self) -> ClusterConfig:
+    def _dispatch_keys(self) -> ClusterConfig:
         if self.long_engines is not None and self.long_engines >= self.engines:
             raise FieldError("long_engines", f"must be < engines ({self.engines}), got {self.long_engines}",
                              "reserve fewer engines for the long tail")
+        mine = DISPATCH_KEYS.get(self.dispatch, ())
+        for key in sorted({k for keys in DISPATCH_KEYS.values() for k in keys} - set(mine)):
+            if getattr(self, key) is not None:
+                users = [d for d, keys in DISPATCH_KEYS.items() if key in keys]
+                raise FieldError(key, f"applies to dispatch = {' or '.join(map(repr, users))}, not "
+                                 f"{self.dispatch!r}", f"remove cluster.{key} or set dispatch = {users[0]!r}")
         return self
+
+    def param(self, key: str) -> Any:
+        """A dispatch parameter with its default filled in."""
+        value = getattr(self, key)
+        if value is not None:
+            return value
+        return {"long_frac": 0.1, "interval_s": 0.25, "long_threshold": 0.25,
+                "queue_order": "longest" if self.dispatch == "rollpacker" else "fifo"}.get(key)
+
+    def dispatch_params(self) -> dict[str, Any]:
+        """The parameters of the configured dispatch rule, defaults filled in (None: per workload)."""
+        return {k: self.param(k) for k in DISPATCH_KEYS.get(self.dispatch, ())}
+
+
+def dispatch_space(dispatch: str) -> dict[str, dict[str, Any]]:
+    """The searched parameters of a dispatch rule: {cluster key: tunable spec} (like a policy's)."""
+    fields = ClusterConfig.model_fields
+    return {k: fields[k].json_schema_extra["tune"] for k in DISPATCH_KEYS.get(dispatch, ())
+            if isinstance(fields[k].json_schema_extra, dict) and "tune" in fields[k].json_schema_extra}
 
 
 class ModelConfig(ConfigModel):
@@ -136,6 +190,30 @@ class PartialConfig(ConfigModel):
     target: int | None = Field(None, ge=1, description="completed rollouts that end a step")
 
 
+class RLConfig(ConfigModel):
+    """How generation and training interleave (simulator/_async.py for "async")."""
+
+    mode: Literal["sync", "async"] = Field("sync", description="sync: a step's rollouts, then its "
+                                           "training (the barrier); async: training takes finished "
+                                           "rollouts while generation goes on under older weights")
+    staleness: int = Field(1, ge=0, le=1000, description="async: a rollout is trained on at most this "
+                           "many weight versions after the one it started under")
+    batch: int | None = Field(None, ge=1, description="async: rollouts per training step (default: a "
+                              "trace step's)")
+    sync: Literal["interrupt", "drain"] = Field("interrupt", description="async weight update: "
+                                                "interrupt running rollouts (their KV recomputed) or "
+                                                "let each engine drain first")
+
+    @model_validator(mode="after")
+    def _async_only(self) -> RLConfig:
+        if self.mode == "sync":
+            for key, default in (("staleness", 1), ("batch", None), ("sync", "interrupt")):
+                if getattr(self, key) != default:
+                    raise FieldError(key, 'applies to mode = "async"',
+                                     f'set mode = "async" or remove rl.{key}')
+        return self
+
+
 class SimConfig(ConfigModel):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -147,6 +225,7 @@ class SimConfig(ConfigModel):
                                            "spec) replacing the profile's; None: the profile's")
     lossy: LossyConfig = Field(default_factory=LossyConfig)
     partial: PartialConfig = Field(default_factory=PartialConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
     seed: int = 0
     _file: str | None = PrivateAttr(None)
 
@@ -182,6 +261,7 @@ class SimConfig(ConfigModel):
         and acceptance parameters. Run after any change (the CLI's overrides)."""
         f = self.file
         recheck(self, file=f)
+        self._check_combinations()
         if self.model.profile is None:
             from specroll.calibration import builtin_names
 
@@ -199,6 +279,29 @@ class SimConfig(ConfigModel):
         self.make_acceptance()
         if self.drafter is not None:
             self.load_profile()  # a bad [drafter] table -> error naming the file and the key
+
+    def _check_combinations(self) -> None:
+        """Features that do not go together: one clear error each."""
+        f, d = self.file, self.cluster.dispatch
+        if self.rl.mode == "async":
+            if self.partial.enabled:
+                raise SpecrollError("asynchronous RL with [partial] rollouts: async already trains on "
+                                    "finished rollouts while the others run on", file=f,
+                                    field="partial.enabled",
+                                    fix='remove [partial] (async interrupts and resumes rollouts itself) or '
+                                        'set rl.mode = "sync"')
+            if d != "queue":
+                raise SpecrollError(f'asynchronous RL hands rollouts out from one pool; dispatch {d!r} '
+                                    'decides per step', file=f, field="cluster.dispatch",
+                                    fix='set [cluster] dispatch = "queue"')
+            if self.acceptance.source == "adaptive-drafter":
+                raise SpecrollError("the adaptive drafter trains on engines idle before a step's barrier; "
+                                    "asynchronous RL has no barrier", file=f, field="acceptance.source",
+                                    fix='use another acceptance source or rl.mode = "sync"')
+        if self.partial.enabled and d in DYNAMIC_DISPATCH:
+            raise SpecrollError(f"partial rollouts with dispatch {d!r}: a stopped step's pool is dealt to "
+                                "engines when it starts", file=f, field="cluster.dispatch",
+                                fix=f"use a static rule ({', '.join(STATIC_DISPATCH)}) or remove [partial]")
 
     def make_acceptance(self):
         """The acceptance source, with the [lossy] method on top when there is one."""

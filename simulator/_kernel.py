@@ -18,6 +18,7 @@ flight completes), or the end of its work. A static step is one advance of every
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -53,10 +54,10 @@ class StepKernel(KernelSlots):
     """Runs one RL step's rollouts (or an asynchronous run's) on the engines; see the module
     docstring."""
 
-    def __init__(self, ro: StepRollouts, acc: StepAcceptance, engine_of: np.ndarray, queue: np.ndarray,
-                 predicted: np.ndarray, spec: EngineSpec, cost: Any, policy: Policy, *, step: int,
-                 rid_base: int, max_len: int, timeline_points: int = 2000, fast: bool = True,
-                 stop_at: float | None = None) -> None:
+    def __init__(self, ro: StepRollouts, acc: StepAcceptance, engine_of: np.ndarray | None,
+                 queue: np.ndarray | None, predicted: np.ndarray, spec: EngineSpec, cost: Any,
+                 policy: Policy, *, step: int, rid_base: int, max_len: int, timeline_points: int = 2000,
+                 fast: bool = True, stop_at: float | None = None) -> None:
         self.ro, self.acc, self.spec, self.cost, self.policy = ro, acc, spec, cost, policy
         policy.bind_cost(cost)  # mdp, pearl: decisions priced by the profile that prices the run
         # A stop time: engines start no iteration and admit nothing once their clock reaches it; what
@@ -68,11 +69,12 @@ class StepKernel(KernelSlots):
         self.step, self.rid_base, self.max_len = step, rid_base, max_len
         E = spec.n_engines
         R = ro.n
-        self.engine_of = engine_of.astype(np.int64)
-        self.predicted = predicted.astype(np.float64)
         # Static per-engine admission queues: `queue` lists rollouts grouped by engine, in order.
-        self.queue = queue.astype(np.int64)
-        counts = np.bincount(self.engine_of, minlength=E)
+        # None: no static queues, the cluster admits every rollout (dynamic dispatch; engine -1 until then).
+        self.engine_of = (np.full(R, -1, np.int64) if engine_of is None else engine_of.astype(np.int64))
+        self.predicted = predicted.astype(np.float64)
+        self.queue = np.empty(0, np.int64) if queue is None else queue.astype(np.int64)
+        counts = (np.zeros(E, np.int64) if queue is None else np.bincount(self.engine_of, minlength=E))
         self.qptr = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self.qend = self.qptr + counts
         # KV tokens a request holds at admission: its prompt, plus what it already generated when it
@@ -114,6 +116,26 @@ class StepKernel(KernelSlots):
         self.gain = 0.5  # the windowed path's accepted per drafted token (steers W only)
         self.n_drafted = self.n_req_iters = self.n_lossy = self.it = self.prev_ksum = 0
         self.started = False
+
+    # --- checkpoints (partial rollouts' stop: simulator/_partial.py) ------------------------------------
+    _STATE = ("S", "F", "requeued", "n_requeued", "start_iter", "cnt", "clock", "iters", "prefill_s", "qptr",
+              "out", "timeline", "grid", "last_t", "gain", "n_drafted", "n_req_iters", "n_lossy", "it",
+              "prev_ksum", "completed", "idle_s", "sync_s", "started")
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of everything an advance changes (between advances: nothing parked), the policy's
+        own state included (bandits, feedback controllers)."""
+        state = copy.deepcopy({k: getattr(self, k) for k in self._STATE})
+        state["policy"] = {k: copy.deepcopy(v) for k, v in vars(self.policy).items() if v is not self.cost}
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Back to a :meth:`snapshot` (copied again: it can be restored twice)."""
+        state = copy.deepcopy(state)
+        vars(self.policy).update(state.pop("policy"))
+        for k, v in state.items():
+            setattr(self, k, v)
+        self._segments()
 
     # --- driving the kernel -------------------------------------------------------------------------
     def start(self) -> None:
@@ -256,6 +278,8 @@ class StepKernel(KernelSlots):
         out.accepted = accepted_total(self.ro, self.n_req_iters)
         out.request_iterations = self.n_req_iters
         out.kernel_iterations = int(self.iters.max()) if E else 0
+        if self.idle_s.any():  # engines the cluster woke from idle: their clocks jumped over it
+            out.engine_busy_s = self.clock - self.idle_s
         if self.fast:
             out.timeline = self.grid.arrays(self.iters, self.clock)
         else:

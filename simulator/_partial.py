@@ -1,7 +1,10 @@
 """Partial rollouts (CoPRIS-style): rollouts a step leaves unfinished are carried to the next one.
 
 With ``[partial] enabled``, a step stops once ``target`` rollouts have completed (at the time of the
-target-th completion, every engine finishes the iteration it is in and starts nothing more). Rollouts
+target-th completion, every engine finishes the iteration it is in and starts nothing more). That
+time is found as the engines run (:func:`run_to_target`): they advance together in time slices,
+each from a checkpoint; once a slice has seen the target-th completion, that slice alone is run
+again from its checkpoint with the stop time as every engine's limit. Rollouts
 still running keep their progress: in the next step they are admitted first, their prompt and output
 re-prefilled under the new weights (the KV cache of the old weights is useless), and go on from where
 they were; rollouts never started are simply admitted later. Tokens a completed rollout generated
@@ -176,3 +179,34 @@ def merge_step(carry: Carry | None, fresh: list[tuple[StepRollouts, StepAcceptan
     origin = np.concatenate(([] if carry is None else [carry.origin])
                             + [np.full(r.shape[0], ro.step, np.int64) for ro, _, r in fresh])
     return mro, macc, gen0.astype(np.int64), origin.astype(np.int64)
+
+
+def run_to_target(kern, target: int, t_min: float) -> int:
+    """Advance the static step of ``kern`` until its ``target``-th completion T (see the module
+    docstring) and leave the unfinished rollouts stopped (their progress in ``out.progress``).
+    ``t_min``: the shortest iteration (sizes the first slice). Returns the number of slices."""
+    kern.start()
+    h, span, slices = 0.0, 256.0 * t_min, 0
+    while True:
+        snap = kern.snapshot()
+        end = h + span
+        kern.until[:] = end
+        kern.advance()
+        slices += 1
+        ends = kern.out.end_s
+        seen = ends[ends < end]  # every completion before `end` is known once all engines reach it
+        if seen.shape[0] >= target:
+            stop = float(np.sort(seen)[target - 1])
+            kern.restore(snap)
+            kern.until[:] = stop
+            kern.admit_past_until = False
+            kern.advance()
+            kern.stop_unfinished()
+            return slices
+        if kern.idle().all():
+            return slices
+        # The next slice ends a little after the target at the completion rate seen so far.
+        rate = seen.shape[0] / end
+        span = max(64.0 * t_min, 1.1 * (target - seen.shape[0]) / rate) if rate > 0 else 2.0 * span
+        h = end
+

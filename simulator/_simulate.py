@@ -21,11 +21,11 @@ from specroll.core.progress import progress
 from specroll.policies import LengthHistory
 from specroll.simulator._acceptance import StepAcceptance
 from specroll.simulator._config import SimConfig
-from specroll.simulator._kernel import StepKernel
-from specroll.simulator._partial import FreshQueue, carry_over, merge_step
+from specroll.simulator._records import engines_table, requests_table, training_table
 from specroll.simulator._result import SimResult, SimSummary
-from specroll.simulator._step import EngineSpec, StepOutcome
-from specroll.simulator._workload import dispatch, load_trace, split_steps
+from specroll.simulator._step import EngineSpec
+from specroll.simulator._sync import SyncLoop
+from specroll.simulator._workload import load_trace, split_steps
 
 
 class Simulator:
@@ -61,6 +61,19 @@ class Simulator:
         if pa.enabled and pa.concurrency is not None:  # a fixed number of rollouts in flight
             max_batch = max(1, min(max_batch, -(-pa.concurrency // config.cluster.engines)))
         self.spec = EngineSpec(config.cluster.engines, max_batch, cap, config.cluster.kv_watermark)
+        self.chunk = self._seer_chunk()
+
+    def _seer_chunk(self) -> int | None:
+        """Seer's chunk: samples of a group dispatched together (checked against the groups)."""
+        cl = self.config.cluster
+        if cl.dispatch != "seer":
+            return None
+        group = max(int(np.unique(ro.prompt_id, return_counts=True)[1].max()) for ro in self.steps)
+        if cl.chunk is not None and cl.chunk > group:
+            raise SpecrollError(f"a chunk of {cl.chunk} samples is larger than the workload's groups "
+                                f"({group} samples per prompt)", file=self.config.file, field="cluster.chunk",
+                                fix=f"set cluster.chunk between 1 and {group}")
+        return cl.chunk or max(1, group // 4)
 
     def acceptance(self, i: int) -> StepAcceptance:
         if i not in self._acc:
@@ -105,102 +118,23 @@ class Simulator:
         policy = cfg.make_policy() if policy is None else policy
         history = LengthHistory(window=cfg.workload.history_window)
         env = simpy.Environment()
-        E = cfg.cluster.engines
-        partial = cfg.partial.enabled
-        train_drafter = self.per_run  # the adaptive drafter: it trains on idle engines
         if self.per_run:
             self.source.start_run()
-        records: list[dict[str, Any]] = []
-        outcomes: list[tuple[int, float, StepOutcome, Any]] = []
-        training: list[tuple[int, int, float, float]] = []
         wall0 = time.perf_counter()
         acc_wall0 = self.acceptance_wall_s
-        kernel_wall = [0.0]
         bar = progress(total=len(self.steps) if show_progress else 0, desc=f"simulate {policy.name}",
                        unit="step")
-        rid_base = [0]
-        carry = [None]
-        fresh = FreshQueue([ro.n for ro in self.steps]) if partial else None
-
-        def kernel(ro, acc, engine_of, queue, pred, fast, stop_at=None) -> StepOutcome:
-            policy.reset(E)
-            k0 = time.perf_counter()
-            out = StepKernel(ro, acc, engine_of, queue, pred, self.spec, self.profile, policy, step=ro.step,
-                             rid_base=rid_base[0], max_len=self.max_len, fast=fast, stop_at=stop_at).run()
-            kernel_wall[0] += time.perf_counter() - k0
-            return out
-
-        def engine_proc(e: int, busy_s: float, done, barrier, t0: float):
-            yield env.timeout(busy_s)
-            done.succeed()
-            if train_drafter:  # TLT: the engine trains the drafter until the step's barrier
-                start = env.now
-                yield barrier
-                if env.now > start:
-                    training.append((len(records), e, start - t0, env.now - t0))
-
-        def rl_loop():
-            for i, ro_new in enumerate(self.steps):
-                t_start = env.now
-                if partial:
-                    # The pool: carried rollouts, then fresh ones up to the step's batch plus the
-                    # concurrency (rollouts start as others finish until `target` are done).
-                    have = 0 if carry[0] is None else carry[0].n
-                    extra = self.spec.max_batch * E
-                    chunks = fresh.take(max(ro_new.n + extra - have, 0))
-                    parts = [(self.steps[j], self.acceptance(j), rows) for j, rows in chunks]
-                    ro, acc, gen0, origin = merge_step(carry[0], parts, ro_new.step)
-                else:
-                    ro, acc, gen0, origin = ro_new, self.acceptance(i), None, None
-                pred = np.asarray(history.predict(ro.prompt_id, ro.step), dtype=np.float64)
-                work = pred if gen0 is None else np.maximum(pred - gen0, 1.0)
-                engine_of, queue = dispatch(work, E, cfg.cluster.dispatch, step=i,
-                                            long_engines=cfg.cluster.long_engines,
-                                            long_frac=cfg.cluster.long_frac)
-                out = kernel(ro, acc, engine_of, queue, pred, self.fast)
-                if partial:
-                    target = min(cfg.partial.target or ro_new.n, ro.n)
-                    if target < ro.n:
-                        # The step stops at its target-th completion: find that time on the full run,
-                        # then run again up to it (the iteration loop, which can stop at a time).
-                        stop_at = float(np.sort(out.end_s)[target - 1])
-                        out = kernel(ro, acc, engine_of, queue, pred, False, stop_at)
-                rid_base[0] += ro.n
-                # The barrier: the step's training starts when its last engine is done.
-                done = [env.event() for _ in range(E)]
-                barrier = env.all_of(done)
-                for e, b in enumerate(out.engine_busy_s.tolist()):
-                    env.process(engine_proc(e, b, done[e], barrier, t_start))
-                yield barrier
-                rollout_s = env.now - t_start
-                completed = np.isfinite(out.end_s)
-                tokens = int(ro.response_len[completed].sum() + ro.prompt_len[completed].sum())
-                train_s, sync_s = self.train_time(tokens)
-                extra: dict[str, Any] = {}
-                if train_drafter:
-                    idle = float((rollout_s - out.engine_busy_s).sum())
-                    extra = {"drafter_train_s": idle, **self.source.end_step(idle)}
-                if partial:
-                    extra.update(_partial_stats(ro, out, gen0, completed))
-                    carry[0] = carry_over(ro, acc, origin, gen0, completed, out.progress)
-                    extra["carried_over"] = 0 if carry[0] is None else carry[0].n
-                yield env.timeout(train_s)
-                yield env.timeout(sync_s)
-                history.record(np.full(int(completed.sum()), ro.step), ro.prompt_id[completed],
-                               ro.response_len[completed], ro.finished[completed])
-                records.append(_step_record(ro, out, rollout_s, train_s, sync_s, env.now - t_start, E, extra))
-                outcomes.append((ro.step, t_start, out, ro, origin, gen0))
-                bar.update(1)
-
-        env.process(rl_loop())
-        env.run()
+        loop = SyncLoop(self, env, policy, history, bar)
+        # Until the RL loop ends (a superseded flush timer may lie later: it does nothing).
+        env.run(until=env.process(loop.run()))
         bar.close()
         wall = time.perf_counter() - wall0
         acc_wall = self.acceptance_wall_s - acc_wall0
-        summary = self._summary(policy, records, float(env.now), wall, acc_wall, kernel_wall[0])
+        records, outcomes = loop.records, loop.outcomes
+        summary = self._summary(policy, records, float(env.now), wall, acc_wall, loop.kernel_wall)
         return SimResult(summary=SimSummary(**summary),
-                         columns={"requests": _requests_table(outcomes), "engines": _engines_table(outcomes),
-                                  "drafter_training": _training_table(training, records)})
+                         columns={"requests": requests_table(outcomes), "engines": engines_table(outcomes),
+                                  "drafter_training": training_table(loop.training, records)})
 
     def _summary(self, policy: Any, records: list[dict[str, Any]], makespan: float, wall: float,
                  acc_wall: float, kernel_wall: float) -> dict[str, Any]:
@@ -271,98 +205,6 @@ class Simulator:
             "kernel_wall_s": kernel_wall,
             "tokens_per_wall_s": tokens / max(wall, 1e-9),
         }
-
-
-def _step_record(ro, out: StepOutcome, rollout_s: float, train_s: float, sync_s: float, step_s: float,
-                 n_engines: int, extra: dict[str, Any]) -> dict[str, Any]:
-    busy = float(out.engine_busy_s.sum())
-    tokens = extra.pop("step_tokens", int(ro.response_len.sum()))
-    rollouts = extra.pop("step_rollouts", ro.n)
-    accepted = extra.pop("step_accepted", out.accepted)
-    ends = out.end_s[np.isfinite(out.end_s)]
-    return {
-        "step": ro.step,
-        "rollouts": rollouts,
-        "rollout_s": rollout_s,
-        "train_s": train_s,
-        "sync_s": sync_s,
-        "step_s": step_s,
-        "tokens": tokens,
-        "iterations": int(out.engine_iterations.sum()),
-        "kernel_iterations": out.kernel_iterations,
-        "request_iterations": out.request_iterations,
-        "tokens_per_request_iteration": tokens / max(out.request_iterations, 1),
-        "drafted_tokens": out.drafted,
-        "accepted_tokens": accepted,
-        "wasted_draft_tokens": out.drafted - accepted,
-        "lossy_tokens": out.lossy,
-        "preemptions": int(out.preemptions.sum()),
-        "prefill_s": float(out.engine_prefill_s.sum()),
-        "engine_busy_s": busy,
-        "gpu_busy_fraction": busy / max(rollout_s * n_engines, 1e-300),
-        "p50_end_s": float(np.median(ends)) if ends.size else float("nan"),
-        **extra,
-    }
-
-
-def _partial_stats(ro, out: StepOutcome, gen0: np.ndarray, completed: np.ndarray) -> dict[str, Any]:
-    """Token accounting of a partial-rollout step. Tokens generated in the step: a completed
-    rollout's length, a stopped one's progress, minus what it had before (``gen0``); fresh starts'
-    token 0 comes from their prefill, every request iteration emits accepted + 1, so accepted =
-    generated - fresh starts - request iterations (the same identity as a full step)."""
-    L = ro.response_len.astype(np.int64)
-    final = np.where(completed, L, np.maximum(out.progress, 0))
-    started = np.isfinite(out.start_s)
-    generated = int(np.where(started, final - gen0, 0).sum())
-    fresh = int((started & (gen0 == 0)).sum())
-    done_tokens = int(L[completed].sum())
-    off = int(gen0[completed].sum())
-    return {"step_tokens": generated, "step_rollouts": fresh,
-            "step_accepted": generated - fresh - out.request_iterations,
-            "completed_rollouts": int(completed.sum()), "completed_tokens": done_tokens,
-            "off_policy_tokens": off, "off_policy_fraction": off / max(done_tokens, 1)}
-
-
-def _requests_table(outcomes) -> dict[str, np.ndarray]:
-    parts = []
-    for step, t0, out, ro, origin, gen0 in outcomes:
-        part = {
-            "step": np.full(ro.n, step, np.int32), "prompt_id": ro.prompt_id,
-            "sample": ro.sample.astype(np.int32),
-            "engine": out.engine, "response_len": ro.response_len.astype(np.int32),
-            "start_s": t0 + out.start_s, "end_s": t0 + out.end_s, "iterations": out.iterations,
-            "preemptions": out.preemptions}
-        if origin is not None:  # partial rollouts: a rollout appears in every step it ran in
-            done = np.isfinite(out.end_s)
-            after = np.where(done, ro.response_len, np.where(out.progress > 0, out.progress, gen0))
-            part.update({"origin_step": origin.astype(np.int32), "tokens_before": gen0,
-                         "tokens_after": after.astype(np.int64)})
-        parts.append(part)
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
-
-
-def _engines_table(outcomes) -> dict[str, np.ndarray]:
-    parts = []
-    for step, t0, out, *_ in outcomes:
-        tl = out.timeline
-        if not tl:
-            continue
-        parts.append({"step": np.full(tl["engine"].shape[0], step, np.int32), **tl,
-                      "time_s": t0 + tl["time_s"]})
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
-
-
-def _training_table(training: list[tuple[int, int, float, float]], records: list[dict[str, Any]]
-                    ) -> dict[str, np.ndarray]:
-    """Drafter training on idle engines (TLT): one row per (step, engine) interval, times in the run."""
-    if not training:
-        return {}
-    t0 = np.cumsum([0.0] + [r["step_s"] for r in records])
-    idx = np.array([t[0] for t in training], np.int64)
-    return {"step": np.array([records[i]["step"] for i in idx], np.int32),
-            "engine": np.array([t[1] for t in training], np.int32),
-            "start_s": t0[idx] + np.array([t[2] for t in training]),
-            "end_s": t0[idx] + np.array([t[3] for t in training])}
 
 
 def simulate(config: SimConfig, policy: Any = None, *, show_progress: bool = True) -> SimResult:

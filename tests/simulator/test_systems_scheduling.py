@@ -55,7 +55,8 @@ def test_long_dedicated_sends_the_predicted_tail_to_reserved_engines():
 
 @pytest.mark.parametrize("kind", ["histopipe", "long-dedicated"])
 def test_new_dispatch_kinds_simulate_and_conserve_tokens(kind):
-    s = run(small(cluster={"dispatch": kind, "long_engines": 1, "long_frac": 0.1}))
+    extra = {"long_engines": 1, "long_frac": 0.1} if kind == "long-dedicated" else {}
+    s = run(small(cluster={"dispatch": kind, **extra}))
     assert conserved(s) and s["dispatch"] == kind
 
 
