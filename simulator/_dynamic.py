@@ -73,11 +73,13 @@ class QueueFeeder:
         self.rows = np.concatenate([self.rows[:self.head], cand[~taken], self.rows[self.head + n:]])
         self.kern.events[:] = self.left > 0
 
-    def take_for(self, e: int) -> np.ndarray:
-        """The next rollouts of the queue that engine e admits now."""
+    def take_for(self, e: int, limit: int | None = None) -> np.ndarray:
+        """The next rollouts of the queue that engine e admits now (at most ``limit``)."""
         if self.left == 0:
             return self.rows[:0]
         free, kv_left = self.driver.room(e)
+        if limit is not None:
+            free = min(free, limit)
         cand = self.rows[self.head:self.head + free]
         take = int(np.searchsorted(np.cumsum(self.kern.kv0[cand]), kv_left, side="right"))
         if take == 0 and not self.driver.has_work(e) and self.left:

@@ -49,6 +49,37 @@ class StepSummary(Record):
     p50_end_s: float
 
 
+class TrainStepSummary(Record):
+    """Asynchronous RL: one training step (simulator/_async.py)."""
+
+    step: int
+    rollouts: int
+    tokens: int
+    """response tokens of its batch."""
+    wait_s: float
+    """the trainer's wait for this batch since its previous step ended."""
+    train_s: float
+    sync_s: float
+    staleness_max: int
+    """versions between the step and the oldest weights its rollouts started under."""
+    staleness_mean: float
+    off_policy_tokens: int
+    """its tokens generated under older weights than the step's."""
+
+
+class VersionSummary(Record):
+    """Asynchronous RL: one weight version on the engines."""
+
+    version: int
+    start_s: float
+    """when it was published (0: the initial weights)."""
+    end_s: float
+    """when the next one was published (the run's end for the last)."""
+    tokens: int
+    """tokens generated under it."""
+    tokens_per_s: float
+
+
 @register_summary
 class SimSummary(Summary):
     """summary.json of `specroll simulate` (and every Simulator.run)."""
@@ -96,6 +127,20 @@ class SimSummary(Summary):
     off_policy_tokens: int | None = None
     unfinished_at_end: int | None = None
     drafter_train_s: float | None = None
+    rl: dict[str, Any] | None = None
+    """asynchronous RL: mode, staleness, batch, sync."""
+    train_steps: list[TrainStepSummary] | None = None
+    versions: list[VersionSummary] | None = None
+    staleness_max: int | None = None
+    staleness_mean: float | None = None
+    engine_busy_s: float | None = None
+    """engine-seconds of iterations, prefills and weight loads (idle excluded)."""
+    trainer_busy_s: float | None = None
+    trainer_gpus: int | None = None
+    engine_busy_fraction: float | None = None
+    """engine_busy_s / (engines x makespan_s)."""
+    trainer_busy_fraction: float | None = None
+    """trainer_busy_s / makespan_s."""
     steps: list[StepSummary]
     wall_s: float
     acceptance_wall_s: float
@@ -106,7 +151,9 @@ class SimSummary(Summary):
     # training): absent from the file when the feature is off.
     _OPTIONAL: ClassVar[tuple[str, ...]] = (
         "drafter", "lossy_method", "partial", "completed_rollouts", "completed_tokens",
-        "off_policy_tokens", "unfinished_at_end", "drafter_train_s")
+        "off_policy_tokens", "unfinished_at_end", "drafter_train_s", "rl", "train_steps", "versions",
+        "staleness_max", "staleness_mean", "engine_busy_s", "trainer_busy_s", "trainer_gpus",
+        "engine_busy_fraction", "trainer_busy_fraction")
 
     def to_json(self) -> dict[str, Any]:
         d = super().to_json()
@@ -139,6 +186,11 @@ class SimResult:
         return pd.DataFrame(self.columns.get("drafter_training", {}))
 
     @property
+    def versions(self) -> pd.DataFrame:
+        """Asynchronous RL: one row per weight version (version, start_s, end_s, tokens, tokens_per_s)."""
+        return pd.DataFrame(self.columns.get("versions", {}))
+
+    @property
     def steps(self) -> pd.DataFrame:
         """One row per RL step (the summary's steps)."""
         return pd.DataFrame([s.model_dump() for s in self.summary.steps])
@@ -158,7 +210,7 @@ class SimResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"summary": self.summary.write(out / "summary.json")}
-        for name in ("requests", "engines", "drafter_training"):
+        for name in ("requests", "engines", "drafter_training", "versions"):
             cols = self.columns.get(name)
             if not cols:
                 continue

@@ -20,6 +20,7 @@ from specroll.core.errors import SpecrollError
 from specroll.core.progress import progress
 from specroll.policies import LengthHistory
 from specroll.simulator._acceptance import StepAcceptance
+from specroll.simulator._async import AsyncLoop
 from specroll.simulator._config import SimConfig
 from specroll.simulator._records import engines_table, requests_table, training_table
 from specroll.simulator._result import SimResult, SimSummary
@@ -124,17 +125,28 @@ class Simulator:
         acc_wall0 = self.acceptance_wall_s
         bar = progress(total=len(self.steps) if show_progress else 0, desc=f"simulate {policy.name}",
                        unit="step")
-        loop = SyncLoop(self, env, policy, history, bar)
+        loop = (AsyncLoop if cfg.rl.mode == "async" else SyncLoop)(self, env, policy, history, bar)
         # Until the RL loop ends (a superseded flush timer may lie later: it does nothing).
         env.run(until=env.process(loop.run()))
         bar.close()
+        if isinstance(loop, AsyncLoop):
+            records, extra, tables = loop.report()
+            outcomes, training, makespan = [(0, 0.0, loop.out, loop.ro, None, None)], [], loop.end_s
+        else:
+            records, extra, tables = loop.records, {}, {}
+            outcomes, training, makespan = loop.outcomes, loop.training, float(env.now)
         wall = time.perf_counter() - wall0
         acc_wall = self.acceptance_wall_s - acc_wall0
-        records, outcomes = loop.records, loop.outcomes
-        summary = self._summary(policy, records, float(env.now), wall, acc_wall, loop.kernel_wall)
+        summary = self._summary(policy, records, makespan, wall, acc_wall, loop.kernel_wall)
+        summary.update(extra)
+        if "rl" in extra:
+            summary["off_policy_fraction"] = extra["off_policy_tokens"] / max(extra["completed_tokens"], 1)
+        requests = requests_table(outcomes)
+        requests.update(tables.get("requests_extra", {}))
         return SimResult(summary=SimSummary(**summary),
-                         columns={"requests": requests_table(outcomes), "engines": engines_table(outcomes),
-                                  "drafter_training": training_table(loop.training, records)})
+                         columns={"requests": requests, "engines": engines_table(outcomes),
+                                  "drafter_training": training_table(training, records),
+                                  "versions": tables.get("versions", {})})
 
     def _summary(self, policy: Any, records: list[dict[str, Any]], makespan: float, wall: float,
                  acc_wall: float, kernel_wall: float) -> dict[str, Any]:
