@@ -142,8 +142,8 @@ class SyncLoop:
         waiting: list[tuple[int, np.ndarray]] = []
         r = 0
         for i, ro in enumerate(sim.steps):
-            pred = np.asarray(self.history.predict(ro.prompt_id, r), np.float64) if self.history else None
-            long = np.zeros(ro.n, bool) if pred is None else np.isfinite(pred) & (pred > threshold)
+            pred = np.asarray(self.history.predict(ro.prompt_id, r), np.float64)
+            long = np.isfinite(pred) & (pred > threshold)
             if long.any():
                 waiting.append((i, np.flatnonzero(long)))
             if (~long).any():
