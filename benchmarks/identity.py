@@ -59,7 +59,8 @@ def digest_dir(folder: Path) -> dict[str, str]:
         elif f.suffix == ".parquet":
             table = pq.read_table(f)
             cols = [c for c in table.column_names if not c.endswith("wall_s") and c != "datetime_start"
-                    and c != "datetime_complete" and c != "duration_s"]
+                    and c != "datetime_complete" and c != "duration_s"
+                    and c != "worker"]  # the tuner's worker: host:pid
             blob = json.dumps({c: table.column(c).to_pylist() for c in cols}, sort_keys=True,
                               default=str).encode()
         else:

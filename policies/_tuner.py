@@ -80,18 +80,22 @@ def suggest_params(trial: Any, family: str, fixed: dict[str, Any] | None = None,
     for name, spec in (space if space is not None else search_space(family)).items():
         if fixed and name in fixed:
             continue
-        if spec["choices"] is not None:
-            params[name] = trial.suggest_categorical(name, list(spec["choices"]))
-        elif isinstance(defaults.get(name), bool):
-            params[name] = trial.suggest_categorical(name, [False, True])
-        elif isinstance(defaults.get(name), int):
-            params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=spec["log"],
-                                             step=int(spec["step"] or 1))
-        else:
-            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
-                                               log=spec["log"], step=spec["step"])
+        params[name] = suggest_one(trial, name, spec, defaults.get(name))
     params.update(fixed or {})
     return params
+
+
+def suggest_one(trial: Any, name: str, spec: dict[str, Any], default: Any) -> Any:
+    """One searched value: categorical for choices and booleans, integer where the default is one."""
+    if spec["choices"] is not None:
+        return trial.suggest_categorical(name, list(spec["choices"]))
+    if isinstance(default, bool):
+        return trial.suggest_categorical(name, [False, True])
+    if isinstance(default, int):
+        return trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=spec["log"],
+                                 step=int(spec["step"] or 1))
+    return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=spec["log"],
+                               step=spec["step"])
 
 
 def default_params(family: str, fixed: dict[str, Any] | None = None,
@@ -196,7 +200,8 @@ def tune(objective: Callable[[Policy], float], family: str, *, n_trials: int, ou
          storage: str | None = None, study_name: str | None = None, seed: int = 0,
          fixed: dict[str, Any] | None = None, start_from_defaults: bool = True,
          identity: dict[str, Any] | None = None, kmax: int | None = None, workers: int = 1,
-         heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> TuneResult:
+         heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S,
+         extra_space: dict[str, tuple[dict[str, Any], Any]] | None = None) -> TuneResult:
     """Minimize ``objective(policy)`` over ``family``'s searched parameters.
 
     ``n_trials`` is the total of complete trials wanted in the study: those already stored count.
@@ -205,6 +210,9 @@ def tune(objective: Callable[[Policy], float], family: str, *, n_trials: int, ou
     ``identity``: what the objective measures (readable fields), recorded in the study and in
     best_policy.json; ``kmax``: the largest draft the objective can express (clips draft lengths).
     ``workers``: processes on this study (forked: they share what ``objective`` built).
+    ``extra_space``: {name: (tunable spec, default)} searched with the policy's parameters but not
+    the policy's (the cluster's dispatch parameters); the objective is then
+    ``objective(policy, {name: value})`` and the best values are in ``best_params``.
     Writes ``out_dir``/best_policy.json and history.parquet (and the SQLite study by default).
     """
     import optuna
@@ -219,8 +227,9 @@ def tune(objective: Callable[[Policy], float], family: str, *, n_trials: int, ou
         raise SpecrollError(f"need at least one worker, got {workers}", field="--workers")
     fixed = dict(fixed or {})
     space = {k: v for k, v in search_space(family, kmax).items() if k not in fixed}
+    extra = dict(extra_space or {})
     about = {**(identity or {}), **({"kmax": kmax} if kmax is not None else {})}
-    ident = study_identity(family, fixed, space, about)
+    ident = study_identity(family, fixed, {**space, **{k: v[0] for k, v in extra.items()}}, about)
     spec = storage_spec(storage, out_dir)
     if storage is None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -231,15 +240,17 @@ def tune(objective: Callable[[Policy], float], family: str, *, n_trials: int, ou
     done0 = len(study.get_trials(deepcopy=False, states=(S.COMPLETE,)))
     run_now = max(0, n_trials - done0)
     if start_from_defaults and not study.trials and run_now > 0:
-        study.enqueue_trial(default_params(family, fixed, space), skip_if_exists=True)
+        first = {**default_params(family, fixed, space), **{k: d for k, (_, d) in extra.items()}}
+        study.enqueue_trial(first, skip_if_exists=True)
 
     def measure(trial: Any) -> float:
         try:
             policy = POLICIES.get(family)(**suggest_params(trial, family, fixed, space))
+            chosen = {k: suggest_one(trial, k, sp, d) for k, (sp, d) in extra.items()}
         except SpecrollError as exc:
             # An infeasible combination (e.g. das short_frac > long_frac): not a result, not a crash.
             raise optuna.TrialPruned(f"invalid parameters: {exc.what}") from None
-        value = float(objective(policy))
+        value = float(objective(policy, chosen) if extra else objective(policy))
         if not math.isfinite(value):
             raise optuna.TrialPruned(f"objective is {value}")
         return value
@@ -276,7 +287,8 @@ def tune(objective: Callable[[Policy], float], family: str, *, n_trials: int, ou
     if not complete:
         raise SpecrollError("no trial completed", fix="check the objective's config")
     best = min(complete, key=lambda t: (t.value, t.number))
-    best_policy = POLICIES.get(family)(**{**best.params, **fixed})
+    mine = {k: v for k, v in best.params.items() if k not in extra}  # the policy's own parameters
+    best_policy = POLICIES.get(family)(**{**mine, **fixed})
     frame = history_frame(study)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_policy_file(best_policy, out_dir / "best_policy.json", objective_s=best.value, trial=best.number,

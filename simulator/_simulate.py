@@ -64,12 +64,24 @@ class Simulator:
         self.spec = EngineSpec(config.cluster.engines, max_batch, cap, config.cluster.kv_watermark)
         self.chunk = self._seer_chunk()
 
+    @property
+    def group(self) -> int:
+        """The largest group (samples of one prompt in one step) of the workload."""
+        return max(int(np.unique(ro.prompt_id, return_counts=True)[1].max()) for ro in self.steps)
+
+    def set_dispatch(self, params: Any) -> None:
+        """Run the same workload under other dispatch parameters (a dict of [cluster] keys, or a
+        whole ClusterConfig): the tuner's objective when it searches them."""
+        cl = params if not isinstance(params, dict) else self.config.cluster.model_copy(update=params)
+        self.config = self.config.replace(cluster=cl)
+        self.chunk = self._seer_chunk()
+
     def _seer_chunk(self) -> int | None:
         """Seer's chunk: samples of a group dispatched together (checked against the groups)."""
         cl = self.config.cluster
         if cl.dispatch != "seer":
             return None
-        group = max(int(np.unique(ro.prompt_id, return_counts=True)[1].max()) for ro in self.steps)
+        group = self.group
         if cl.chunk is not None and cl.chunk > group:
             raise SpecrollError(f"a chunk of {cl.chunk} samples is larger than the workload's groups "
                                 f"({group} samples per prompt)", file=self.config.file, field="cluster.chunk",

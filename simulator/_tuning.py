@@ -35,7 +35,7 @@ from specroll.policies import (
     study_digest,
     tune,
 )
-from specroll.simulator._config import SimConfig
+from specroll.simulator._config import DISPATCH, SimConfig, dispatch_space
 from specroll.simulator._simulate import Simulator
 from specroll.simulator._tune_summary import TuneRun, TuneSummary
 from specroll.simulator._workload import load_trace
@@ -55,6 +55,8 @@ class TuneTable(ConfigModel):
     family: str | None = Field(None, description="default for --family")
     trials: int | None = Field(None, ge=1, description="default for --trials")
     params: dict[str, Any] = Field(default_factory=dict, description="pinned parameters (like --param)")
+    cluster: bool = Field(False, description="also search the [cluster] dispatch rule's parameters "
+                          "(their declared ranges), jointly with the policy's")
 
 
 @dataclass
@@ -109,18 +111,49 @@ class TuneSetup:
             "configs_digest": study_digest(resolved),
         }
 
-    def evaluate(self, policy: Policy) -> list[dict[str, float]]:
-        """Per simulator: makespan_s (all steps, incl. training) and rollout_s, of a fresh copy of policy."""
+    def evaluate(self, policy: Policy, cluster: dict[str, Any] | None = None) -> list[dict[str, float]]:
+        """Per simulator: makespan_s (all steps, incl. training) and rollout_s, of a fresh copy of policy
+        (``cluster``: dispatch parameters to run with instead of the config's, keys ``cluster.NAME``)."""
         out = []
         for sim in self.simulators:
-            # A fresh policy per run: stateful families (bandits) must not carry state across runs.
-            s = sim.run(policy_from_dict(policy.to_dict()), show_progress=False).summary
+            keep = sim.config
+            if cluster:
+                sim.set_dispatch({k.removeprefix("cluster."): v for k, v in cluster.items()})
+            try:
+                # A fresh policy per run: stateful families (bandits) must not carry state across runs.
+                s = sim.run(policy_from_dict(policy.to_dict()), show_progress=False).summary
+            finally:
+                if cluster:
+                    sim.set_dispatch(keep.cluster)
             out.append({"makespan_s": float(s["makespan_s"]), "rollout_s": float(s["rollout_s"])})
         return out
 
-    def objective(self, policy: Policy) -> float:
-        runs = self.evaluate(policy)
+    def objective(self, policy: Policy, cluster: dict[str, Any] | None = None) -> float:
+        runs = self.evaluate(policy, cluster)
         return sum(r["makespan_s"] for r in runs) / len(runs)
+
+    def cluster_space(self) -> dict[str, tuple[dict[str, Any], Any]]:
+        """[tune] cluster = true: the dispatch rule's searched parameters, {cluster.NAME: (spec, the
+        config's value)}; seer's chunk up to the workload's groups."""
+        if not self.table.cluster:
+            return {}
+        cfg = self.configs[0]
+        space = dispatch_space(cfg.cluster.dispatch)
+        if not space:
+            raise SpecrollError(f"dispatch {cfg.cluster.dispatch!r} has no tunable parameters",
+                                file=self.file, field="tune.cluster",
+                                fix="set [cluster] dispatch to one of "
+                                    + ", ".join(d for d in DISPATCH if dispatch_space(d))
+                                    + " or remove tune.cluster")
+        out = {}
+        for k, spec in space.items():
+            default = self.simulators[0].chunk if k == "chunk" else cfg.cluster.param(k)
+            if k == "chunk":
+                spec = {**spec, "high": min(spec["high"], self.simulators[0].group)}
+            if k == "long_engines":
+                spec = {**spec, "high": min(spec["high"], cfg.cluster.engines - 1)}
+            out[f"cluster.{k}"] = (spec, default)
+        return out
 
 
 def _file_digest(path: Path) -> str:
@@ -236,14 +269,16 @@ def tune_family(setup: TuneSetup, family: str | None = None, *, trials: int | No
     if not setup.simulators:
         setup.build()
     kmax = setup.kmax
+    extra = setup.cluster_space()
     res = tune(setup.objective, family, n_trials=int(trials), out_dir=out, storage=storage,
                study_name=study, seed=seed, fixed=pins, identity=setup.identity(), kmax=kmax,
-               workers=int(workers))
+               workers=int(workers), extra_space=extra or None)
+    best_cluster = {k: v for k, v in res.best_params.items() if k in extra}
     # The defaults as the study's first trial ran them: draft lengths clipped to what is simulated.
     defaults = make_policy(family, **{**default_params(family, pins, res.search_space), **pins})
     base = {"defaults": setup.evaluate(defaults), "ar": setup.evaluate(make_policy("ar"))}
     means = {k: sum(r["makespan_s"] for r in v) / len(v) for k, v in base.items()}
-    best_runs = setup.evaluate(res.best_policy)
+    best_runs = setup.evaluate(res.best_policy, best_cluster)
     runs = [TuneRun(label=lab, best=b, defaults=d, ar=a)
             for lab, b, d, a in zip(setup.labels, best_runs, base["defaults"], base["ar"], strict=True)]
     complete = res.history[res.history["state"] == "COMPLETE"] if len(res.history) else res.history

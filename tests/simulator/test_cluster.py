@@ -260,3 +260,26 @@ def test_a_chunk_larger_than_the_group_is_an_error():
     with pytest.raises(SpecrollError) as exc:
         Simulator(SimConfig.from_dict(d, file="c.toml"))
     assert exc.value.field == "cluster.chunk" and "4" in exc.value.fix
+
+
+# --- tuning the dispatch ------------------------------------------------------------------------------
+
+def test_dispatch_parameters_are_tuned_with_the_policy(tmp_path):
+    from specroll.simulator import tune_family, tune_setup
+
+    d = small(cluster={"dispatch": "seer", "max_batch": 8})
+    d["tune"] = {"cluster": True, "family": "das", "trials": 4}
+    setup = tune_setup(d, file=str(tmp_path / "t.toml"))
+    outcome = tune_family(setup, out=tmp_path / "out")
+    best = outcome.summary.best_params
+    assert {"cluster.chunk", "cluster.interval_s", "k_long"} <= set(best)
+    assert 1 <= best["cluster.chunk"] <= 4  # up to the workload's groups
+    assert outcome.result.best_policy.to_dict()["params"]["k_long"] == best["k_long"]
+    # the first trial is the config's own dispatch parameters, so the best is never worse than them
+    first = outcome.result.history.sort_values("number").iloc[0]
+    assert first["param_cluster.chunk"] == 1 and first["param_cluster.interval_s"] == 0.25
+    assert outcome.summary.best_value_s <= float(first["value"])
+    setup.configs[0].cluster.dispatch = "round-robin"
+    with pytest.raises(SpecrollError) as exc:
+        setup.cluster_space()
+    assert exc.value.field == "tune.cluster"
