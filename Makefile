@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.specroll-installed
 OUT     ?= out/main
 
-.PHONY: setup run test test-slow lint figures clean
+.PHONY: setup sysdeps run test test-slow lint figures clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,17 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(BIN)/specroll main --out $(OUT)
 
-test: setup
+# System packages the tests use: a PostgreSQL server (the tuner's storage tests start and stop their own,
+# on a free port in a temp folder) and Chromium (the HTML report is rendered in it). Installed with
+# apt-get when missing and we may (root, Debian); otherwise those tests skip, naming the package.
+sysdeps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql chromium; \
+	  else echo "note: postgresql/chromium missing and not root: their tests will skip"; fi; \
+	fi
+
+test: setup sysdeps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

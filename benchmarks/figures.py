@@ -4,10 +4,16 @@ checks them.
 
 A renderer writes the figure and, under it, where it came from (the JSON, the command, the date and
 the machine's load), so a reader can always trace a number to its script.
+
+Each area declares its figures in its own module under ``benchmarks/figs/`` (a module-level
+``FIGURES`` tuple and, optionally, ``CHECKED_DOCS``); this module collects them, so areas never edit
+one shared list.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,37 +36,25 @@ def source_line(data: dict[str, Any], json_path: str) -> str:
             f"({meta.get('cpu', '?')}, {meta.get('cores', '?')} cores{where})._")
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def presets(data: dict[str, Any]) -> str:
-    head = ("| preset | cap | p50 | p90 | p99 | p99/p50 | at cap | tokens in longest 5% / 10% | "
-            "ICC log len | rank movers/step | rank corr | mean len last/first step |")
-    lines = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in data["rows"]:
-        lines.append(
-            f"| {r['preset']} | {r['cap']} | {r['p50']:.0f} | {r['p90']:.0f} | {r['p99']:.0f} | "
-            f"{r['p99_over_p50']:.1f} | {_pct(r['clip_ratio'])} | {100 * r['top5_token_share']:.0f}% / "
-            f"{100 * r['top10_token_share']:.0f}% | {r['within_group_icc']:.2f} | "
-            f"{_pct(r['rank_mover_fraction'])} | {r['rank_corr']:.2f} | "
-            f"{r['mean_len_last_step'] / r['mean_len_first_step']:.3f} |")
-    lines += ["", f"{data['prompts']} prompts x each preset's samples x {data['steps']} steps, seed "
-                  f"{data['seed']}."]
-    sc = data.get("scale")
-    if sc:
-        lines += ["", f"Scale: `{sc['command']}` writes {sc['rollouts']:,} rollouts in "
-                      f"{sc['wall_s']:.2f} s wall (interpreter start included), "
-                      f"{sc['max_rss_mb']:.0f} MB max RSS; it streams one step at a time."]
-    lines += ["", source_line(data, "docs/results/presets.json")]
-    return "\n".join(lines)
+def _collect() -> tuple[tuple[Figure, ...], tuple[str, ...]]:
+    from benchmarks import figs
+
+    found: list[Figure] = []
+    checked: list[str] = []
+    for info in sorted(pkgutil.iter_modules(figs.__path__), key=lambda i: i.name):
+        mod = importlib.import_module(f"benchmarks.figs.{info.name}")
+        found += list(getattr(mod, "FIGURES", ()))
+        checked += list(getattr(mod, "CHECKED_DOCS", ()))
+    names = [f.name for f in found]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"figure names declared twice: {dup}")
+    return tuple(found), tuple(dict.fromkeys(checked))
 
 
-FIGURES: tuple[Figure, ...] = (
-    Figure("presets", "docs/results/presets.json",
-           "python benchmarks/bench_presets.py --out docs/results/presets.json", ("traces/README.md",),
-           presets),
-)
-
-# Docs whose every decimal figure in a table must come from a figure block (grows as docs convert).
-CHECKED_DOCS: tuple[str, ...] = ("traces/README.md",)
+# Docs in CHECKED_DOCS: every decimal figure in a table must come from a figure block.
+FIGURES, CHECKED_DOCS = _collect()

@@ -1,0 +1,1 @@
+"""One module per area: each declares FIGURES (and CHECKED_DOCS) for benchmarks/figures.py."""
