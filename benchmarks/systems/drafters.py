@@ -18,6 +18,7 @@ assumed (not measured) rate. Run this half alone:
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,22 +29,33 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.systems._table import derive  # noqa: E402
 
-# ---- measured on SmolLM2-135M (CPU), 2026-11-24 ------------------------------------------------------
-# `.venv/bin/python benchmarks/systems/measure_drafters.py --part match` (load average 1.57): match
-# lengths on examples/data/cpu-smollm2-train.parquet, last step (2 steps of history); the parametric
-# alpha whose mean accepted run at kmax 8 equals the measured one (for stand: of 3 independent branches).
-ALPHA_MATCHED = {"suffix": 0.414, "omni": 0.473, "stand": 0.300, "prevrollout": 0.053}
-# `... --part layerskip` (load average 0.47 -> 2.11; 4 prompts x 2 samples, <= 96 tokens, fixed k = 4,
-# T = 0.7): per-token acceptance (geometric MLE) of the target's first n of 30 layers as drafter.
-ALPHA_LAYERSKIP = {8: 0.060, 15: 0.113, 22: 0.319}
+# ---- measured on SmolLM2-135M (CPU) by benchmarks/systems/measure_drafters.py ----------------------
+# Written to docs/results/drafter_rates.json with 95 % bootstrap intervals over prompts; the scenarios
+# use the point estimates and their notes quote the intervals.
+RATES_JSON = ROOT / "docs" / "results" / "drafter_rates.json"
+
+
+def _rates() -> dict[str, Any]:
+    if not RATES_JSON.is_file():
+        raise SystemExit(f"{RATES_JSON.relative_to(ROOT)} missing: run "
+                         "python benchmarks/systems/measure_drafters.py")
+    return json.loads(RATES_JSON.read_text())
+
+
+RATES = _rates()
+ALPHA_MATCHED = {k: v["alpha_matched"]["value"] for k, v in RATES["match"].items()}
+ALPHA_LAYERSKIP = {int(k): v["alpha"]["value"] for k, v in RATES["layerskip"].items()}
 SMOL_LAYERS = 30
-# `... --part lossy` (load average 0.75 -> 2.19; 2 steps, T = 0.7): the judge (top_k 4, tau 0.25) on
-# the suffix drafter's drafts accepted 19.9 % of the mismatches it met; SPEC-RL lenience 2 on the
-# previous rollout accepted 1.2 %; entropy-adaptive decoding on layers 15/30 (threshold 1 bit,
-# window 4, k 8): 15.8 % of tokens from the small model in runs of 2.82, 79 % of them differing from
-# the target's own sample (lossy fraction 12.5 %).
-JUDGE_P = 0.199
-EAD = {"fraction": 0.158, "run_tokens": 2.82, "disagree": 0.79}
+JUDGE_P = RATES["lossy"]["judge"]["p_mismatch_accepted"]["value"]
+EAD = {k: RATES["lossy"]["ead"][k]["value"] for k in ("fraction", "run_tokens", "disagree")}
+
+
+def _ci(e: dict[str, Any], pct: bool = False) -> str:
+    """A measured rate with its interval, as the notes quote it."""
+    f = (lambda x: f"{100 * x:.1f} %") if pct else (lambda x: f"{x:.3f}")
+    return f"{f(e['value'])} (95 % CI {f(e['ci95'][0])}-{f(e['ci95'][1])})"
+
+
 SPECRL_LENIENCE = 2.0
 
 
@@ -67,18 +79,21 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
         {"name": "suffix-smol", "system": "SuffixDecoding / DAS (same-footing baseline)",
          "config": derive(base, acceptance=_parametric(ALPHA_MATCHED["suffix"], 8)),
          "lossy": False,
-         "note": "the reference's policy with the suffix drafter's alpha measured on SmolLM2 (0.414), "
+         "note": "the reference's policy with the suffix drafter's alpha measured on SmolLM2 "
+                 f"({_ci(RATES['match']['suffix']['alpha_matched'])}), "
                  "the baseline the measured rows below compare with"},
         {"name": "omnidraft", "system": "OmniDraft",
          "config": derive(base, acceptance=_parametric(ALPHA_MATCHED["omni"], 8),
                            policy={"name": "adaptive", "params": {"mode": "aimd", "k_init": 4, "k_max": 8}}),
          "lossy": False,
-         "note": "drafter omni (n-gram cache over every prompt's rollouts), alpha 0.473 measured on SmolLM2; "
+         "note": "drafter omni (n-gram cache over every prompt's rollouts), alpha "
+                 f"{_ci(RATES['match']['omni']['alpha_matched'])} measured on SmolLM2; "
                  "OmniDraft's adaptive drafting = the adaptive (AIMD) policy; model-free drafter cost"},
         {"name": "stand-smol", "system": "STAND",
          "config": derive(base, acceptance=_parametric(ALPHA_MATCHED["stand"], 8, tree_width=3)),
          "lossy": False,
-         "note": "drafter stand, trees of 3 branches (depth k verifies 3k nodes); per-branch alpha 0.300 "
+         "note": "drafter stand, trees of 3 branches (depth k verifies 3k nodes); per-branch alpha "
+                 f"{_ci(RATES['match']['stand']['alpha_matched'])} "
                  "matches the measured mean accepted run of the tree on SmolLM2"},
         {"name": "spec-rl-smol", "system": "SPEC-RL",
          "config": derive(base, acceptance=_parametric(ALPHA_MATCHED["prevrollout"], 32),
@@ -86,7 +101,9 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
                            lossy={"method": "spec-rl", "lenience": 1.0}),
          "lossy": False,
          "note": "drafter prevrollout: the cached rollout verified at admission, then plain decoding; "
-                 "alpha 0.053 measured on SmolLM2 at T = 0.7 (independent samples of an unchanged model "
+                 f"alpha {_ci(RATES['match']['prevrollout']['alpha_matched'])} measured on SmolLM2 at "
+                 "T = 0.7 "
+                 "(independent samples of an unchanged model "
                  "diverge early); lenience 1 = lossless"},
         {"name": "spec-rl-l2-smol", "system": "SPEC-RL (lenience 2)",
          "config": derive(base, acceptance=_parametric(ALPHA_MATCHED["prevrollout"], 32),
@@ -94,13 +111,17 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
                            lossy={"method": "spec-rl", "lenience": SPECRL_LENIENCE}),
          "lossy": True,
          "note": "as spec-rl with lenience 2 (the simulator's mismatch acceptance 1 - 1/l; the real "
-                 "backend's keyed rule accepted 1.2 % of mismatches on SmolLM2)"},
+                 "backend's keyed rule accepted "
+                 f"{_ci(RATES['lossy']['lenient2']['p_mismatch_accepted'], True)} "
+                 "of mismatches on SmolLM2)"},
         {"name": "judge-smol", "system": "Judge Decoding",
          "config": derive(base, acceptance=_parametric(ALPHA_MATCHED["suffix"], 8),
                           lossy={"method": "judge", "p": JUDGE_P}),
          "lossy": True,
          "note": "on the same footing as suffix-smol (the suffix drafter's acceptance measured on SmolLM2, "
-                 "the reference policy), a judge accepting 19.9 % of mismatches (measured: logit judge "
+                 "the reference policy), a judge accepting "
+                 f"{_ci(RATES['lossy']['judge']['p_mismatch_accepted'], True)} "
+                 "of mismatches (measured: logit judge "
                  "top_k 4, tau 0.25, on the suffix drafter's drafts on SmolLM2): its gain over suffix-smol "
                  "is what the lossy rule adds"},
     ]
@@ -114,7 +135,8 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
                               drafter={"kind": "layers", "layers": layers}),
             "lossy": False,
             "note": f"self-speculation from the first {layers}/{target_layers} layers (drafter kind "
-                    f"'layers'); parametric alpha {alpha} measured with SmolLM2's first {n}/{SMOL_LAYERS} "
+                    f"'layers'); parametric alpha {_ci(RATES['layerskip'][str(n)]['alpha'])} measured with "
+                    f"SmolLM2's first {n}/{SMOL_LAYERS} "
                     "layers (not trained for early exit), fixed k = 4 as measured"})
     n = 15
     layers = max(1, round(target_layers * n / SMOL_LAYERS))
@@ -126,9 +148,10 @@ def scenarios(base: dict[str, Any]) -> list[dict[str, Any]]:
                          lossy={"method": "entropy", **EAD}),
         "lossy": True,
         "note": f"small model = the first {layers}/{target_layers} layers; low-entropy runs measured on "
-                "SmolLM2 (threshold 1 bit, window 4): 15.8 % of tokens, runs of 2.82, 79 % differ; k = 1, "
-                "the best of k = 1/2/3/4/8 and das on this config (makespan 436 to 1174 s, all slower "
-                "than AR: a half-depth drafter costs half a forward per token at alpha 0.113)"})
+                f"SmolLM2 (threshold 1 bit, window 4): {_ci(RATES['lossy']['ead']['fraction'], True)} of "
+                f"tokens, runs of {_ci(RATES['lossy']['ead']['run_tokens'])}, "
+                f"{_ci(RATES['lossy']['ead']['disagree'], True)} of them differ; k = 1 (a half-depth "
+                "drafter costs half a forward per token)"})
     return out
 
 

@@ -1,205 +1,226 @@
-"""Measure the literature drafters on real SmolLM2-135M text (CPU): what the benchmark scenarios
-(benchmarks/systems/drafters.py) and docs/systems/drafters.md quote.
+"""Measure the literature drafters' acceptance on real SmolLM2-135M text (CPU) and write the rates the
+benchmark scenarios read (benchmarks/systems/drafters.py; docs/systems/drafters.md), each with a 95 %
+bootstrap interval over prompts (rollouts of one prompt are correlated, so prompts are resampled).
 
-Three parts, each printing one table:
+Three parts, each one table:
 
-- ``--part match``: offline match lengths (``compute_match_lengths``) of the model-free drafters on a
-  recorded SmolLM2 rollout trace (default: examples/data/cpu-smollm2-train.parquet, 4 arithmetic
-  prompts x 4 samples x 3 steps, T = 0.7, up to 128 tokens): per step the mean m_t, the fraction of
-  positions with m_t >= 1, and the per-token acceptance alpha that a drafter drafting ``--k``
-  tokens at every position would see (geometric MLE: accepted / (accepted + rejections), the
-  simulator's parametric ``alpha``).
-- ``--part layerskip``: the layer-skip self-drafter on the real engine (fixed k = ``--k``) for each
-  ``--layers`` n and temperature: accepted per drafted token, accepted per iteration, alpha.
-- ``--part lossy``: the lossy rules on the real engine (lenient / judge on ``prevrollout`` over two
-  steps, entropy-adaptive on layerskip): lossy fraction and acceptance.
+- ``match``: an AR rollout trace is recorded (``--prompts`` x ``--samples`` x ``--steps``, T = 0.7,
+  up to ``--max-new`` tokens), then the model-free drafters' offline match lengths
+  (``compute_match_lengths``) on its last step (the earlier steps are the history): the mean
+  accepted run at kmax 8 and the parametric alpha with that mean (the simulator's ``alpha``; for
+  stand, per branch of 3).
+- ``layerskip``: the layer-skip self-drafter on the real engine (fixed k = 4, T = 0.7) for each
+  ``--layers`` n: per-token acceptance (geometric MLE: accepted / (accepted + rejections)).
+- ``lossy``: the lossy rules on the real engine over two steps (T = 0.7): the judge (top_k 4,
+  tau 0.25) on the suffix drafter's drafts and SPEC-RL lenience 2 on the previous rollout (share of
+  the mismatches met that were accepted); entropy-adaptive decoding on layers 15/30 (threshold
+  1 bit, window 4, k 8): share of tokens from the small model, mean run, share of those differing.
 
-`.venv/bin/python benchmarks/systems/measure_drafters.py --part match` takes seconds; the real-engine
-parts take minutes on the 2-core CPU (use ``--threads 1`` when the machine is busy).
+    .venv/bin/python benchmarks/systems/measure_drafters.py --out docs/results/drafter_rates.json
+
+takes about 10-20 minutes on the 2-core CPU (``--parts match`` alone: a few minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import time
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # the benchmarks package; specroll comes from the install
 
-TRACE = ROOT / "examples" / "data" / "cpu-smollm2-train.parquet"
+from benchmarks._meta import finish, run_meta  # noqa: E402
+
+OUT = "docs/results/drafter_rates.json"
+KMATCH = 8
+T = 0.7
 
 
-def geometric_alpha(accepted: float, failures: float) -> float:
-    return accepted / (accepted + failures) if accepted + failures else float("nan")
-
-
-def mean_run(alpha: float, k: int, width: int = 1) -> float:
+def mean_run(alpha: np.ndarray | float, k: int, width: int = 1) -> np.ndarray:
     """E[min(M, k)] when M is the longest of ``width`` independent geometric runs of rate alpha (the
     simulator's parametric source: P(M >= j) = 1 - (1 - alpha^j)^width)."""
-    return float(sum(1.0 - (1.0 - alpha ** j) ** width for j in range(1, k + 1)))
+    a = np.asarray(alpha, dtype=np.float64)
+    return sum(1.0 - (1.0 - a ** j) ** width for j in range(1, k + 1))
 
 
-def alpha_for_mean(mean: float, k: int, width: int = 1) -> float:
-    """The parametric alpha whose E[min(M, k)] equals a measured mean accepted run (bisection)."""
-    lo, hi = 1e-6, 1 - 1e-6
+def alpha_for_mean(mean: np.ndarray | float, k: int, width: int = 1) -> np.ndarray:
+    """The parametric alpha whose E[min(M, k)] equals a measured mean accepted run (bisection,
+    vectorized over bootstrap replicates)."""
+    m = np.asarray(mean, dtype=np.float64)
+    lo, hi = np.full_like(m, 1e-6), np.full_like(m, 1 - 1e-6)
     for _ in range(60):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if mean_run(mid, k, width) < mean else (lo, mid)
+        below = mean_run(mid, k, width) < m
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
     return (lo + hi) / 2
 
 
-def match_table(trace_path: Path, k: int, drafters: list[str], kmatch: int = 8) -> list[dict]:
-    from specroll.policies import compute_match_lengths
-    from specroll.traces import read_trace
+def bootstrap(per_prompt: np.ndarray, stat: Callable[[np.ndarray], np.ndarray], n: int,
+              seed: int) -> dict[str, float]:
+    """``stat`` of the column sums of ``per_prompt`` (prompts x sufficient statistics), and the 2.5 /
+    97.5 percentiles of it over ``n`` resamples of the prompts with replacement."""
+    rng = np.random.default_rng(seed)
+    est = float(stat(per_prompt.sum(axis=0)[None, :])[0])
+    idx = rng.integers(0, len(per_prompt), size=(n, len(per_prompt)))
+    reps = stat(per_prompt[idx].sum(axis=1))
+    lo, hi = np.nanpercentile(reps, [2.5, 97.5])
+    return {"value": est, "ci95": [float(lo), float(hi)], "prompts": int(len(per_prompt))}
 
-    trace = read_trace(trace_path)
-    steps = trace.column("step")
-    rows = []
+
+def _ratio(num: int, den: int) -> Callable[[np.ndarray], np.ndarray]:
+    def f(s: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return s[:, num] / s[:, den]
+    return f
+
+
+def match_part(trace: Any, drafters: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    from specroll.policies import compute_match_lengths
+
+    steps = np.asarray(trace.column("step"))
+    prompts = np.asarray(trace.column("prompt_id"))
+    last_step = int(steps.max())
+    out: dict[str, Any] = {}
     for name in drafters:
-        t0 = time.perf_counter()
-        out = compute_match_lengths(trace, name)
-        wall = time.perf_counter() - t0
-        m, off = out.ragged(f"match_{name}")
+        res = compute_match_lengths(trace, name)
+        m, off = res.ragged(f"match_{name}")
         lens = np.diff(off)
-        step_of = np.repeat(steps, lens)
+        width = int(res.meta.extra["drafters"][name].get("tree_width", 1))
         # Decoding starts at position 1 and the last token is the target's own: positions 1..L-2.
         pos = np.concatenate([np.arange(n) for n in lens])
         last = np.repeat(lens, lens) - 1
-        usable = (pos >= 1) & (pos < last)
-        for s in sorted(set(steps.tolist())) + ["all"]:
-            sel = usable & ((step_of == s) if s != "all" else True)
-            mm = np.minimum(m[sel].astype(np.int64), np.minimum(k, (last - pos)[sel]))
-            acc = int(mm.sum())
-            fail = int((mm < np.minimum(k, (last - pos)[sel])).sum())
-            m8 = np.minimum(m[sel].astype(np.int64), kmatch)
-            width = int(out.meta.extra["drafters"][name].get("tree_width", 1))
-            rows.append({"drafter": name, "step": s, "positions": int(sel.sum()), "mean_m": float(mm.mean()),
-                         "p_m_ge_1": float((mm >= 1).mean()), "alpha": geometric_alpha(acc, fail),
-                         "mean_m8": float(m8.mean()), "width": width,
-                         "alpha_matched": alpha_for_mean(float(m8.mean()), kmatch, width),
-                         "match_wall_s": wall})
-    return rows
+        row_prompt = np.repeat(prompts, lens)
+        sel = (pos >= 1) & (pos < last) & (np.repeat(steps, lens) == last_step)
+        m8 = np.minimum(m.astype(np.int64), KMATCH)
+        per = np.zeros((int(prompts.max()) + 1, 2))
+        np.add.at(per, (row_prompt[sel], 0), m8[sel])
+        np.add.at(per, (row_prompt[sel], 1), 1)
+        per = per[per[:, 1] > 0]
+
+        def alpha(s: np.ndarray, width: int = width) -> np.ndarray:
+            return alpha_for_mean(s[:, 0] / s[:, 1], KMATCH, width)
+
+        out[name] = {"alpha_matched": bootstrap(per, alpha, args.boot, args.seed),
+                     "mean_run_k8": bootstrap(per, _ratio(0, 1), args.boot, args.seed),
+                     "tree_width": width, "positions": int(per[:, 1].sum())}
+    return out
 
 
-def tokens_of(res) -> list:
-    return res.trace.table.column("token_ids").to_pylist()
+def _per_prompt(res: Any, columns: Callable[[dict[str, Any]], list[float]], n_prompts: int, samples: int,
+                width: int) -> np.ndarray:
+    """Per-prompt sums of ``columns(decision)`` over the run's decode decisions."""
+    per = np.zeros((n_prompts, width))
+    for d in res.decisions:
+        per[(d["rid"] % (n_prompts * samples)) // samples] += columns(d)
+    return per
 
 
-def real_runs(part: str, args) -> list[dict]:
+def _failed(d: dict[str, Any]) -> float:
+    return float(d["k"] > 0 and d["accepted"] < d["k"])
+
+
+def real_parts(parts: list[str], args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     import torch
 
     from specroll.real_backend import RolloutConfig, load_backend, rollout
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    base = dict(model="smollm2-135m", prompts=args.prompts, samples=args.samples, max_new_tokens=args.max_new,
-                max_batch=args.prompts * args.samples, seed=args.seed)
+    n, g = args.prompts, args.samples
+    base = dict(model="smollm2-135m", prompts=n, samples=g, max_new_tokens=args.max_new, max_batch=n * g,
+                seed=args.seed, temperature=T)
     backend = load_backend(RolloutConfig(**base))
-    runs = []
-    if part == "layerskip":
-        for temp in args.temperatures:
-            ar = rollout(RolloutConfig(**base, steps=1, temperature=temp, policy="ar", drafter="none"),
-                         backend=backend)
-            runs.append(("ar", temp, None, ar, ar))
-            for n in args.layers:
-                res = rollout(RolloutConfig(**base, steps=1, temperature=temp, policy="fixed",
-                                            params={"k": args.k}, drafter="layerskip",
-                                            drafter_params={"layers": n, "kmax": args.k}), backend=backend)
-                runs.append((f"layerskip n={n}", temp, n, res, ar))
-    else:
-        temp = 0.7
-        ar = rollout(RolloutConfig(**base, steps=2, temperature=temp, policy="ar", drafter="none"),
-                     backend=backend)
-        runs.append(("ar", temp, None, ar, ar))
-        for accept, params, drafter, dparams in [
-            ("exact", {}, "prevrollout", {"kmax": 16}),
-            ("lenient", {"lenience": 2.0}, "prevrollout", {"kmax": 16}),
-            ("lenient", {"lenience": 4.0}, "prevrollout", {"kmax": 16}),
-            ("exact", {}, "suffix", {}),
-            ("judge", {"top_k": 4, "tau": 0.25}, "suffix", {}),
-            ("exact", {}, "layerskip", {"layers": 15, "kmax": 8}),
-            ("ead", {"threshold": 1.0, "window": 4}, "layerskip", {"layers": 15, "kmax": 8}),
-            ("ead", {"threshold": 2.0, "window": 4}, "layerskip", {"layers": 15, "kmax": 8}),
+
+    def run(steps: int, **kw: Any) -> Any:
+        print(f"  run: {kw or 'ar'} ({steps} steps)", flush=True)
+        return rollout(RolloutConfig(**base, steps=steps, **kw), backend=backend)
+
+    out: dict[str, Any] = {}
+    ar = run(args.steps, policy="ar", drafter="none")
+    if "match" in parts:
+        out["match"] = match_part(ar.trace, args.drafters, args)
+    if "layerskip" in parts:
+        out["layerskip"] = {}
+        for layers in args.layers:
+            res = run(1, policy="fixed", params={"k": 4}, drafter="layerskip",
+                      drafter_params={"layers": layers, "kmax": 4})
+            per = _per_prompt(res, lambda d: [d["accepted"], d["accepted"] + _failed(d)], n, g, 2)
+            out["layerskip"][str(layers)] = {"alpha": bootstrap(per, _ratio(0, 1), args.boot, args.seed)}
+    if "lossy" in parts:
+        lossy: dict[str, Any] = {}
+        for name, kw in [
+            ("judge", dict(drafter="suffix", accept="judge", accept_params={"top_k": 4, "tau": 0.25})),
+            ("lenient2", dict(drafter="prevrollout", drafter_params={"kmax": 16}, accept="lenient",
+                              accept_params={"lenience": 2.0})),
         ]:
-            k = dparams.get("kmax", 8)
-            res = rollout(RolloutConfig(**base, steps=2, temperature=temp, policy="fixed", params={"k": k},
-                                        drafter=drafter, drafter_params=dparams, accept=accept,
-                                        accept_params=params), backend=backend)
-            runs.append((f"{drafter} {accept} {params}", temp, None, res, ar))
-    rows = []
-    for label, temp, n, res, ar in runs:
-        s = res.summary
-        steps = s["steps"] if part == "lossy" else s["steps"]
-        drafted = sum(st["drafted"] for st in steps)
-        accepted = sum(st["accepted"] for st in steps)
-        decode = [r for r in res.iterations if r["phase"] == "decode"]
-        fail = sum(1 for d in res.decisions if d["k"] > 0 and d["accepted"] < d["k"])
-        same = tokens_of(res) == tokens_of(ar)
-        rows.append({"run": label, "T": temp, "layers": n, "tokens": s["tokens"],
-                     "iterations": s["iterations"],
-                     "accepted_per_drafted": accepted / drafted if drafted else float("nan"),
-                     "accepted_per_iteration": s["accepted_per_iteration"],
-                     # per request per verification (an engine iteration verifies every active request)
-                     "accepted_per_request_iteration": accepted / max(1, len(res.decisions)),
-                     "alpha": geometric_alpha(accepted, fail),
-                     "lossy_fraction": s["lossy_fraction"], "equals_ar": same,
-                     # a lossy rule met a mismatch lossy + fail times and accepted it lossy times
-                     "p_mismatch_accepted": (s["lossy_tokens"] / (s["lossy_tokens"] + fail)
-                                             if s["lossy_tokens"] + fail else 0.0),
-                     "drafted_share": accepted / s["tokens"] if s["tokens"] else 0.0,
-                     "run_tokens": accepted / max(1, sum(1 for d in res.decisions if d["accepted"] > 0)),
-                     "wall_s": s["total_wall_s"], "ar_wall_s": ar.summary["total_wall_s"],
-                     "draft_wall_s": sum(r["draft_wall_s"] for r in decode)})
-    return rows
+            k = kw.get("drafter_params", {}).get("kmax", 8)
+            res = run(2, policy="fixed", params={"k": k}, **kw)
+            # A lossy rule met lossy + failed mismatches and accepted `lossy` of them.
+            per = _per_prompt(res, lambda d: [d["lossy"], d["lossy"] + _failed(d)], n, g, 2)
+            lossy[name] = {"p_mismatch_accepted": bootstrap(per, _ratio(0, 1), args.boot, args.seed)}
+        res = run(2, policy="fixed", params={"k": 8}, drafter="layerskip",
+                  drafter_params={"layers": 15, "kmax": 8}, accept="ead",
+                  accept_params={"threshold": 1.0, "window": 4})
+        # columns: accepted, emitted tokens, runs (decisions with a draft accepted), lossy
+        per = _per_prompt(res, lambda d: [d["accepted"], d["accepted"] + 1, float(d["accepted"] > 0),
+                                          d["lossy"]], n, g, 4)
+        lossy["ead"] = {"fraction": bootstrap(per, _ratio(0, 1), args.boot, args.seed),
+                        "run_tokens": bootstrap(per, _ratio(0, 2), args.boot, args.seed),
+                        "disagree": bootstrap(per, _ratio(3, 0), args.boot, args.seed)}
+        out["lossy"] = lossy
+    return out, ar
 
 
-def main() -> int:
+def _fmt(e: dict[str, Any]) -> str:
+    lo, hi = e["ci95"]
+    return f"{e['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def print_table(data: dict[str, Any]) -> None:
+    for name, r in data.get("match", {}).items():
+        print(f"match  {name:>12}: alpha {_fmt(r['alpha_matched'])}, mean run|8 {_fmt(r['mean_run_k8'])}, "
+              f"w {r['tree_width']}, {r['positions']} positions")
+    for layers, r in data.get("layerskip", {}).items():
+        print(f"layerskip {layers:>9}: alpha {_fmt(r['alpha'])}")
+    for name, r in data.get("lossy", {}).items():
+        print(f"lossy  {name:>12}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in r.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=("match", "layerskip", "lossy"), default="match")
-    ap.add_argument("--trace", default=str(TRACE))
+    ap.add_argument("--parts", nargs="+", choices=("match", "layerskip", "lossy"),
+                    default=["match", "layerskip", "lossy"])
     ap.add_argument("--drafters", nargs="+", default=["suffix", "omni", "stand", "prevrollout"])
-    ap.add_argument("--k", type=int, default=4, help="draft depth (match alpha, layerskip fixed k)")
     ap.add_argument("--layers", type=int, nargs="+", default=[8, 15, 22])
-    ap.add_argument("--temperatures", type=float, nargs="+", default=[0.7, 0.0])
-    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3, help="steps of the recorded AR trace (match part)")
     ap.add_argument("--max-new", type=int, default=96)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
     ap.add_argument("--threads", type=int, default=0)
-    args = ap.parse_args()
+    ap.add_argument("--out", default=OUT, help="JSON to write (repository-relative or absolute)")
+    args = ap.parse_args(argv)
     os.environ.setdefault("SPECROLL_PROGRESS", "0")
-    load = os.getloadavg()
-    if args.part == "match":
-        rows = match_table(Path(args.trace), args.k, args.drafters)
-        print(f"match lengths on {args.trace} (k = {args.k}; load average {load[0]:.2f})")
-        print(f"{'drafter':>12} {'step':>4} {'positions':>9} {'mean m':>7} {'P(m>=1)':>8} {'alpha':>6} "
-              f"{'mean m|8':>8} {'w':>2} {'alpha=':>6}")
-        for r in rows:
-            print(f"{r['drafter']:>12} {r['step']!s:>4} {r['positions']:>9} {r['mean_m']:>7.3f} "
-                  f"{r['p_m_ge_1']:>8.3f} {r['alpha']:>6.3f} {r['mean_m8']:>8.3f} {r['width']:>2} "
-                  f"{r['alpha_matched']:>6.3f}")
-        print(f"mean m, P(m>=1), alpha: at k = {args.k} (alpha = accepted / (accepted + rejections)); "
-              "mean m|8: at k = 8; alpha=: the parametric alpha (w branches) with that mean at kmax 8")
-        return 0
-    rows = real_runs(args.part, args)
-    print(f"{args.part} on SmolLM2-135M CPU: {args.prompts} prompts x {args.samples} samples, "
-          f"<= {args.max_new} tokens, seed {args.seed}, k = {args.k} (load average before: "
-          f"{load[0]:.2f}, after: {os.getloadavg()[0]:.2f})")
-    print(f"{'run':>52} {'T':>4} {'tokens':>6} {'iters':>5} {'acc/draft':>9} {'acc/iter':>8} {'acc/req':>7} "
-          f"{'alpha':>6} "
-          f"{'lossy':>6} {'=AR':>4} {'wall s':>7} {'AR s':>6} {'draft s':>7} {'p(mis)':>6} {'share':>5} "
-          f"{'run':>5}")
-    for r in rows:
-        print(f"{r['run']:>52} {r['T']:>4} {r['tokens']:>6} {r['iterations']:>5} "
-              f"{r['accepted_per_drafted']:>9.3f} "
-              f"{r['accepted_per_iteration']:>8.3f} {r['accepted_per_request_iteration']:>7.3f} "
-              f"{r['alpha']:>6.3f} {r['lossy_fraction']:>6.3f} "
-              f"{'yes' if r['equals_ar'] else 'no':>4} {r['wall_s']:>7.1f} {r['ar_wall_s']:>6.1f} "
-              f"{r['draft_wall_s']:>7.1f} {r['p_mismatch_accepted']:>6.3f} {r['drafted_share']:>5.3f} "
-              f"{r['run_tokens']:>5.2f}")
+    m = run_meta(["benchmarks/systems/measure_drafters.py", *(sys.argv[1:] if argv is None else argv)])
+    results, _ = real_parts(args.parts, args)
+    m = finish(m)
+    data = {"meta": m, "model": "smollm2-135m", "device": "cpu", "temperature": T, "prompts": args.prompts,
+            "samples": args.samples, "steps": args.steps, "max_new_tokens": args.max_new, "seed": args.seed,
+            "bootstrap": args.boot, **results}
+    print_table(data)
+    out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
 
 
