@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from specroll.core.kv import parse_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # the benchmarks package; specroll comes from the install
+
+from benchmarks._meta import finish, rel, run_meta  # noqa: E402
 
 os.environ.setdefault("SPECROLL_PROGRESS", "0")
 
@@ -45,7 +52,9 @@ def main() -> None:
                     help="window: the fast path where the policy allows it; loop: one iteration at a time")
     ap.add_argument("--tail-png", default=None, help="also plot active batch size over time, AR vs the "
                     "policy, for 8 engines of the reference step, to this PNG")
+    ap.add_argument("--json", default=None, help="also write the table (and how it was made) here")
     args = ap.parse_args()
+    meta = run_meta()
 
     import numpy as np
 
@@ -67,6 +76,7 @@ def main() -> None:
     print(f"{'scale':>6} {'rollouts':>9} {'tokens':>12} {'kern_it':>8} {'accept_s':>9} {'kernel_s':>9} "
           f"{'wall_s':>8} {'cpu_s':>7} {'Mtok/s':>7} {'x4 wall':>8}")
     prev = None
+    rows = []
     for scale in (float(x) for x in args.scales.split(",")):
         cfg = copy.deepcopy(base)
         cfg.workload.prompts = max(1, int(round(base.workload.prompts * scale)))
@@ -80,11 +90,19 @@ def main() -> None:
                 best = s
         s = best
         ratio = f"{s['wall_s'] / prev:>8.2f}" if prev else f"{'':>8}"
+        rows.append({"scale": scale, "wall_ratio_prev": s["wall_s"] / prev if prev else None,
+                     **{k: s[k] for k in ("rollouts", "tokens", "kernel_iterations", "acceptance_wall_s",
+                                          "kernel_wall_s", "wall_s", "cpu_s", "tokens_per_wall_s")}})
         prev = s["wall_s"]
         print(f"{scale:>6g} {s['rollouts']:>9,} {s['tokens']:>12,} {s['kernel_iterations']:>8,} "
               f"{s['acceptance_wall_s']:>9.3f} {s['kernel_wall_s']:>9.3f} {s['wall_s']:>8.3f} "
               f"{s['cpu_s']:>7.3f} {s['tokens_per_wall_s'] / 1e6:>7.1f} {ratio}", flush=True)
     print(f"load average after: {_load()}")
+    if args.json:
+        out = {"meta": finish(meta), "config": rel(args.config), "policy": repr(policy), "steps": args.steps,
+               "repeat": args.repeat, "kernel": args.kernel, "rows": rows}
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {args.json}")
     if args.tail_png:
         from specroll.simulator import batch_size_over_time, plot_batch_size
 
