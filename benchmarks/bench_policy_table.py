@@ -126,6 +126,7 @@ def main() -> None:
     ap.add_argument("--eval-seed", type=int, default=1)
     ap.add_argument("--kmax-sweep", default="1-8", help="fixed K values, 'A-B' or a comma list")
     ap.add_argument("--out", default=str(ROOT / "out/bench_policy_table"))
+    ap.add_argument("--json", default=None, help="also write policy_table.json here (e.g. docs/results/)")
     ap.add_argument("--fresh", action="store_true", help="delete the stored studies first")
     ap.add_argument("--acceptance", action="append", default=[], metavar="KEY=VALUE",
                     help="override an [acceptance] parameter (repeatable), e.g. spread=0.5")
@@ -234,8 +235,10 @@ def main() -> None:
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     args_out = {k: (rel(v) if k in ("config", "out") else v) for k, v in vars(args).items() if k != "acc"}
-    write_json(out / "policy_table.json", {"meta": finish(meta), "args": args_out, "scenario": head,
-                                           "rows": rows, "tuning": tune_info})
+    table = {"meta": finish(meta), "args": args_out, "scenario": head, "rows": rows, "tuning": tune_info}
+    write_json(out / "policy_table.json", table)
+    if args.json:
+        write_json(Path(args.json), table)
     with atomic_write(out / "policy_table.md", "w") as fh:
         fh.write(text + "\n")
 
