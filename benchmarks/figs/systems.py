@@ -45,6 +45,15 @@ def drafter_rows(data: dict[str, Any]) -> str:
     return "\n".join(lines + ["", _simulated_on(data), "", source_line(data, SYSTEMS_JSON)])
 
 
+def half_rows(half: str) -> Callable[[dict[str, Any]], str]:
+    """AR, the reference and one half's rows of the systems table."""
+    def render(data: dict[str, Any]) -> str:
+        keep = [r for r in data["rows"] if r["name"] in ("ar", "reference") or r.get("half") == half]
+        lines = _HEAD + [_row(r) for r in keep]
+        return "\n".join(lines + ["", _simulated_on(data), "", source_line(data, SYSTEMS_JSON)])
+    return render
+
+
 def _ci(e: dict[str, Any], digits: int = 3) -> str:
     lo, hi = e["ci95"]
     return f"{e['value']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
@@ -129,7 +138,11 @@ FIGURES: tuple[Figure, ...] = (
     # after the rates: the systems table's -smol rows read them
     Figure("systems-table", SYSTEMS_JSON, _SYSTEMS_CMD, ("docs/systems.md",), systems_table),
     Figure("drafter-rows", SYSTEMS_JSON, _SYSTEMS_CMD, ("docs/systems/drafters.md",), drafter_rows),
+    Figure("engines-rows", SYSTEMS_JSON, _SYSTEMS_CMD, ("docs/systems/engines.md",), half_rows("engines")),
+    Figure("scheduling-rows", SYSTEMS_JSON, _SYSTEMS_CMD, ("docs/systems/scheduling.md",),
+           half_rows("scheduling")),
     *(Figure(f"sys-{k}", SYSTEMS_JSON, _SYSTEMS_CMD, ("docs/systems.md",), section(v))
       for k, v in SECTIONS.items()),
 )
-CHECKED_DOCS: tuple[str, ...] = ("docs/systems.md", "docs/systems/drafters.md")
+CHECKED_DOCS: tuple[str, ...] = ("docs/systems.md", "docs/systems/drafters.md", "docs/systems/engines.md",
+                                 "docs/systems/scheduling.md")
