@@ -26,10 +26,12 @@ Beyond that chain of per-request CPU drafts (docs/systems/drafters.md):
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -112,6 +114,9 @@ class Engine:
         self.sampler = sampler
         self.prefill_rows = max(1, int(prefill_rows))
         self._forward = forward or (lambda tokens, slots, start: model(tokens, slots, start, cache))
+        # The plain model returns only the logits a prefill samples (``last``); a replacement forward
+        # (the CUDA-graph pool) returns every position's, and the engine picks the last itself.
+        self._plain = forward is None and "last" in _parameters(model)
         self.accept = accept or AcceptRule()
         self.trees = supports_trees(model, cache) if trees is None else bool(trees)
         self.device = next(iter(model.parameters()), torch.empty(0)).device
@@ -194,10 +199,9 @@ class Engine:
             tokens[i, :lens[i]] = a.req.prompt_tokens
             drafter.begin(a.req.rid, a.req.prompt_id, np.asarray(a.req.prompt_tokens, dtype=np.int64),
                           **sample_kw(drafter, a.req.sample))
-        logits, fwd = self._run(tokens, [a.slot for a in chunk], [0] * len(chunk))
-        last = logits[torch.arange(len(chunk), device=logits.device),
-                      torch.as_tensor(lens, device=logits.device) - 1]
-        first = self._sample(last[:, None, :], [a.req.key for a in chunk], np.zeros((len(chunk), 1)))
+        logits, fwd = self._run(tokens, [a.slot for a in chunk], [0] * len(chunk),
+                                last=np.asarray(lens, dtype=np.int64) - 1)
+        first = self._sample(logits, [a.req.key for a in chunk], np.zeros((len(chunk), 1)))
         for i, a in enumerate(chunk):
             a.out.append(int(first[i, 0]))
             drafter.extend(a.req.rid, np.asarray(a.out, dtype=np.int64))
@@ -377,13 +381,19 @@ class Engine:
 
     # ------------------------------------------------------------------------------------
     def _run(self, tokens: np.ndarray, slots: Sequence[int], start: Sequence[int],
-             positions: np.ndarray | None = None, tree: np.ndarray | None = None
-             ) -> tuple[torch.Tensor, float]:
+             positions: np.ndarray | None = None, tree: np.ndarray | None = None,
+             last: np.ndarray | None = None) -> tuple[torch.Tensor, float]:
+        """The forward's logits [B, Q, V] and its seconds; with ``last`` [B], the logits of query
+        column ``last[b]`` of each row only, [B, 1, V]."""
         dev = self.device
         t = torch.as_tensor(tokens, dtype=torch.int64, device=dev)
         s = torch.as_tensor(np.asarray(slots), dtype=torch.int64, device=dev)
         st = torch.as_tensor(np.asarray(start), dtype=torch.int64, device=dev)
         forward = self._forward
+        if last is not None:
+            last_t = torch.as_tensor(last, dtype=torch.int64, device=dev)
+            forward = (partial(self.model, cache=self.cache, last=last_t) if self._plain else
+                       lambda t, s, st, f=self._forward: f(t, s, st)[torch.arange(len(t)), last_t][:, None])
         if tree is not None:  # trees run eagerly (the graph pool captures chains)
             pos_t = torch.as_tensor(positions, dtype=torch.int64, device=dev)
             tree_t = torch.as_tensor(tree, dtype=torch.bool, device=dev)
@@ -424,14 +434,16 @@ def sample_kw(drafter: Any, sample: int) -> dict[str, int]:
     return {"sample": int(sample)} if getattr(drafter, "uses_sample", False) else {}
 
 
+def _parameters(model: Any) -> Any:
+    try:
+        return inspect.signature(model.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return {}
+
+
 def supports_trees(model: Any, cache: Any) -> bool:
     """The model's forward takes ``positions``/``tree`` and the cache has per-layer K/V to move."""
-    import inspect
-
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
+    params = _parameters(model)
     return "tree" in params and "positions" in params and hasattr(cache, "k") and hasattr(cache, "v")
 
 

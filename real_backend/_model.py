@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from specroll.core.errors import SpecrollError
+from specroll.real_backend import _cpu_kernel
 
 SMOLLM = "smollm2-135m"
 # RoPE bases of the random-weight timing shapes (their published configs); timing does not depend on it.
@@ -114,11 +115,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: int, cos: torch.Tensor, sin: torch.Tensor,
                 write_idx: tuple[torch.Tensor, torch.Tensor], read: _Read,
-                mask: torch.Tensor, cache: KVCache, min_rows: int) -> torch.Tensor:
+                mask: torch.Tensor, cache: KVCache, min_rows: int, lin: _Linear) -> torch.Tensor:
         cfg = self.cfg
         b, q, _ = x.shape
         hkv, g, hd = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
-        qkv = _rows(self.wqkv, self.attn_norm(x), min_rows)                          # [B, Q, (H+2Hkv)*hd]
+        qkv = lin(self.attn_norm(x), self.wqkv)                         # [B, Q, (H+2Hkv)*hd]
         xq, xk, xv = qkv.split([cfg.n_heads * hd, hkv * hd, hkv * hd], dim=-1)
         xq, xk = xq.view(b, q, cfg.n_heads, hd), xk.view(b, q, hkv, hd)
         if cfg.qk_norm:
@@ -139,9 +140,9 @@ class Block(nn.Module):
             spread[read.rows] = qh
             att = _attention(spread, keys, values, read.mask, min_rows)[read.rows]
         att = att.view(b, hkv, g, q, hd).permute(0, 3, 1, 2, 4).reshape(b, q, cfg.n_heads * hd)
-        h = x + _rows(self.wo, att, min_rows)
-        gate, up = _rows(self.w13, self.ffn_norm(h), min_rows).chunk(2, dim=-1)
-        return h + _rows(self.w2, F.silu(gate) * up, min_rows)
+        h = x + lin(att, self.wo)
+        gate, up = lin(self.ffn_norm(h), self.w13).chunk(2, dim=-1)
+        return h + lin(F.silu(gate) * up, self.w2)
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
@@ -178,6 +179,21 @@ def _rows(f, x: torch.Tensor, min_rows: int = 1) -> torch.Tensor:
     return f(flat)[:b * q].reshape(b, q, -1)
 
 
+class _Linear:
+    """How one forward runs its linear maps: the packed CPU kernel (real_backend/_cpu_kernel.py,
+    batch-invariant by construction, no padding), else torch's own (padded to ``min_rows``)."""
+
+    def __init__(self, packs: _cpu_kernel.PackedWeights | None, min_rows: int) -> None:
+        self.packs = packs
+        self.min_rows = min_rows
+
+    def __call__(self, x: torch.Tensor, f: nn.Linear | torch.Tensor) -> torch.Tensor:
+        weight, bias = (f, None) if isinstance(f, torch.Tensor) else (f.weight, f.bias)
+        if self.packs is not None:
+            return self.packs(x, weight, bias)
+        return _rows(lambda t: F.linear(t, weight, bias), x, self.min_rows)
+
+
 def _write(layer_cache: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, new: torch.Tensor) -> None:
     """layer_cache [S, Hkv, T, hd]; rows, pos [B, Q]; new [B, Q, Hkv, hd]."""
     layer_cache.transpose(1, 2).index_put_((rows, pos), new)
@@ -191,9 +207,12 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 
 
 class Transformer(nn.Module):
-    # True: a row's logits are the same bits whatever else is in the batch (see MIN_ROWS); costs
-    # ~35% on CPU forwards of fewer than 4 token rows (measured at batch 1). False: fastest.
+    # True: a row's logits are the same bits whatever else is in the batch (see MIN_ROWS); on the
+    # BLAS path it costs ~35% on CPU forwards of fewer than 4 token rows (measured at batch 1).
     batch_invariant: bool = True
+    # True: float32 CPU forwards run their linear maps on the packed kernel where it is available
+    # (real_backend/_cpu_kernel.py: batch-invariant by construction, 2-5x the BLAS at small batches).
+    cpu_kernel: bool = True
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -212,7 +231,7 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor, slots: torch.Tensor, start: torch.Tensor, cache: KVCache,
                 c_max: int | None = None, *, n_layers: int | None = None,
                 positions: torch.Tensor | None = None, tree: torch.Tensor | None = None,
-                aligned: bool = False) -> torch.Tensor:
+                aligned: bool = False, last: torch.Tensor | None = None) -> torch.Tensor:
         """tokens int64 [B, Q]; slots int64 [B]; start int64 [B] (cached length = position of
         tokens[:, 0]) -> float32 logits [B, Q, V]. See docs/architecture.md and real_backend/README.md.
 
@@ -228,7 +247,10 @@ class Transformer(nn.Module):
 
         ``aligned``: row b reads cache slot b (``slots[b]`` is b, or a scratch slot for a padding
         row's writes), so attention reads the contiguous view of slots 0..B-1 and never gathers:
-        the CUDA-graph pool lays batches out this way, where a graph cannot look at slot values."""
+        the CUDA-graph pool lays batches out this way, where a graph cannot look at slot values.
+
+        ``last`` int64 [B]: return the logits of query column ``last[b]`` of each row only
+        ([B, 1, V]; a prefill samples the prompt's last position, so the LM head skips the rest)."""
         b, q = tokens.shape
         dev = tokens.device
         min_rows = MIN_ROWS if self.batch_invariant else 1
@@ -262,12 +284,26 @@ class Transformer(nn.Module):
             mask = torch.zeros(mask.shape, dtype=self.tok_emb.weight.dtype).masked_fill_(~mask, float("-inf"))
         if read.rows is not None:  # rows of the span without a query see everything (no NaN)
             read.mask = mask.new_zeros((read.span,) + mask.shape[1:]).index_copy_(0, read.rows, mask)
+        lin = _Linear(self._packs(), min_rows)
         x = self.tok_emb(tokens)                                              # [B, Q, D]
         for i, layer in enumerate(self.layers[:n_layers]):
-            x = layer(x, i, cos, sin, (rows, pos), read, mask, cache, min_rows)
+            x = layer(x, i, cos, sin, (rows, pos), read, mask, cache, min_rows, lin)
+        if last is not None:
+            x = x[torch.arange(b, device=dev), last][:, None]                 # [B, 1, D]
         x = self.norm(x)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        return _rows(lambda t: F.linear(t, head), x, min_rows).float()                # [B, Q, V]
+        return lin(x, head).float()                                           # [B, Q, V]
+
+    def _packs(self) -> _cpu_kernel.PackedWeights | None:
+        """The packed weights of the CPU kernel when this model runs on it (see ``cpu_kernel``)."""
+        w = self.tok_emb.weight
+        if not (self.cpu_kernel and w.device.type == "cpu" and w.dtype == torch.float32
+                and _cpu_kernel.available()):
+            return None
+        packs = self.__dict__.get("_packed_weights")
+        if packs is None:
+            packs = self.__dict__["_packed_weights"] = _cpu_kernel.PackedWeights()
+        return packs
 
 
 @dataclass
