@@ -15,7 +15,7 @@ Engine side (engine, workload, rollouts): :class:`Engine`, :func:`rollout`, :cla
 :func:`check_answer`, and the exact-arithmetic :class:`ToyLM` for tests.
 """
 
-# The model layer (_model, _load, _gguf, _hf, _tokenizer, _sampling, _graphs, _toy) imports only
+# The model layer (_model, _load, _gguf, _hf, _tokenizer, _sampling, _graphs, _toy, _cpu_kernel) imports only
 # specroll.core; the engine layer (the rest) builds on it and on the policies (tests/test_layers.py).
 from specroll.real_backend._engine import Engine, RolloutOutput, StepOutput
 from specroll.real_backend._gguf import model_file

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from specroll.core.errors import SpecrollError
-from specroll.real_backend import _cpu_kernel
+from specroll.real_backend._cpu_kernel import PackedWeights
+from specroll.real_backend._cpu_kernel import available as kernel_available
 
 SMOLLM = "smollm2-135m"
 # RoPE bases of the random-weight timing shapes (their published configs); timing does not depend on it.
@@ -183,7 +184,7 @@ class _Linear:
     """How one forward runs its linear maps: the packed CPU kernel (real_backend/_cpu_kernel.py,
     batch-invariant by construction, no padding), else torch's own (padded to ``min_rows``)."""
 
-    def __init__(self, packs: _cpu_kernel.PackedWeights | None, min_rows: int) -> None:
+    def __init__(self, packs: PackedWeights | None, min_rows: int) -> None:
         self.packs = packs
         self.min_rows = min_rows
 
@@ -294,15 +295,15 @@ class Transformer(nn.Module):
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         return lin(x, head).float()                                           # [B, Q, V]
 
-    def _packs(self) -> _cpu_kernel.PackedWeights | None:
+    def _packs(self) -> PackedWeights | None:
         """The packed weights of the CPU kernel when this model runs on it (see ``cpu_kernel``)."""
         w = self.tok_emb.weight
         if not (self.cpu_kernel and w.device.type == "cpu" and w.dtype == torch.float32
-                and _cpu_kernel.available()):
+                and kernel_available()):
             return None
         packs = self.__dict__.get("_packed_weights")
         if packs is None:
-            packs = self.__dict__["_packed_weights"] = _cpu_kernel.PackedWeights()
+            packs = self.__dict__["_packed_weights"] = PackedWeights()
         return packs
 
 

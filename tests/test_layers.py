@@ -16,7 +16,7 @@ FOLDERS = {"specroll": "specroll", "traces": "specroll.traces", "calibration": "
            "real_backend": "specroll.real_backend", "analysis": "specroll.analysis"}
 # The model layer of the real backend: the model, its weights, tokenizer and keyed sampling, the
 # CUDA-graph pool and the toy model. Everything else in real_backend is the engine layer.
-MODEL_LAYER = {"_model", "_load", "_gguf", "_hf", "_tokenizer", "_sampling", "_graphs", "_toy"}
+MODEL_LAYER = {"_model", "_load", "_gguf", "_hf", "_tokenizer", "_sampling", "_graphs", "_toy", "_cpu_kernel"}
 # Bottom to top. A module may import modules of its own layer or of lower ones.
 LAYERS = ["core", "model", "traces", "calibration", "policies", "simulator", "engine", "analysis", "cli"]
 
